@@ -1,0 +1,508 @@
+"""The search-space schema: a YAML file becomes a validated `SearchSpec`, or a `ConfigError`.
+
+The pydantic models below are the single source of truth for what a search space may say. Every
+"searchable" field holds either a concrete value or a `Distribution` (choice, uniform, loguniform,
+int, grid), and the value constraints of the field (alpha >= 0, size >= 1, ...) are applied to every
+value a distribution can produce, so a bad range is caught before Ray starts.
+
+Errors name the file, the dotted YAML path and the line number; all errors of a file are reported at
+once, one line each.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, TypeAdapter, ValidationError, model_validator
+
+from ncsearch.errors import ConfigError
+
+__all__ = [
+    "BASELINES",
+    "BENCHMARKS",
+    "DIST_KINDS",
+    "Distribution",
+    "SearchSpec",
+    "apply_overrides",
+    "load_spec",
+    "parse_spec",
+]
+
+DIST_KINDS = ("choice", "uniform", "loguniform", "int", "grid")
+BASELINES = ("mlm", "cda", "dropout", "bec")
+BENCHMARKS = ("stereoset", "crows_pairs", "seat", "bec_pro", "winobias", "perplexity", "glue")
+SUITES: dict[str, tuple[str, ...]] = {
+    "gender": ("stereoset", "crows_pairs", "seat", "bec_pro", "winobias", "perplexity"),
+    "full": BENCHMARKS,
+}
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A search distribution over one field.
+
+    `kind` is one of DIST_KINDS; `args` are the options (choice, grid) or the inclusive bounds
+    (uniform, loguniform, int), already validated against the field's own type and constraints.
+    """
+
+    kind: str
+    args: tuple[Any, ...]
+
+    def to_yaml(self) -> dict[str, list[Any]]:
+        return {self.kind: list(self.args)}
+
+
+def _first_error(err: ValidationError) -> str:
+    e = err.errors()[0]
+    return f"{e['msg']} (got {e['input']!r})"
+
+
+def searchable(inner: Any) -> Any:
+    """A field type that accepts a value of `inner` or a one-key distribution mapping over it.
+
+    Written as a plain validator rather than a pydantic Union so the error says what was expected in
+    one sentence instead of one clause per union member.
+    """
+    adapter = TypeAdapter(inner, config=ConfigDict(strict=True))
+
+    def parse(value: Any) -> Any:
+        if isinstance(value, Distribution):
+            return value
+        if isinstance(value, Mapping):
+            keys = list(value)
+            if len(keys) != 1 or keys[0] not in DIST_KINDS:
+                raise ValueError(
+                    f"expected a value or a one-key distribution ({', '.join(DIST_KINDS)}), got keys {keys}"
+                )
+            kind, args = keys[0], value[keys[0]]
+            if not isinstance(args, list):
+                raise ValueError(f"'{kind}' takes a list, got {args!r}")
+            if kind in ("choice", "grid"):
+                if not args:
+                    raise ValueError(f"'{kind}' needs at least one option, got []")
+            else:
+                if len(args) != 2:
+                    raise ValueError(f"'{kind}' takes [low, high], got {args!r}")
+            try:
+                checked = tuple(adapter.validate_python(a) for a in args)
+            except ValidationError as err:
+                raise ValueError(f"'{kind}' option invalid: {_first_error(err)}") from None
+            if kind in ("uniform", "loguniform", "int"):
+                low, high = checked
+                if not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in checked):
+                    raise ValueError(f"'{kind}' bounds must be numbers, got {args!r}")
+                if low > high:
+                    raise ValueError(f"'{kind}' needs low <= high, got [{low}, {high}]")
+                if kind == "loguniform" and low <= 0:
+                    raise ValueError(f"'loguniform' needs low > 0, got {low}")
+                if kind == "int" and not all(isinstance(b, int) for b in checked):
+                    raise ValueError(f"'int' bounds must be integers, got {args!r}")
+            return Distribution(kind, checked)
+        try:
+            return adapter.validate_python(value)
+        except ValidationError as err:
+            raise ValueError(_first_error(err)) from None
+
+    return Annotated[Union[inner, Distribution], PlainValidator(parse)]
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors; YAML scalars are taken as typed (no "10" -> 10 coercion)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=False, arbitrary_types_allowed=True)
+
+
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+PathStr = Annotated[str, Field(min_length=1)]
+
+
+class DropoutOptions(_Strict):
+    """Webster et al. 2020: raise hidden and attention dropout during the debiasing fine-tune."""
+
+    hidden_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.20
+    attention_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.15
+
+
+class CDAOptions(_Strict):
+    """Counterfactual data augmentation over the gender pairs of bias_attribute_words.json."""
+
+    two_sided: bool = True
+
+
+class BaselineOptions(_Strict):
+    dropout: DropoutOptions = DropoutOptions()
+    cda: CDAOptions = CDAOptions()
+
+
+class TrainSpec(_Strict):
+    """Settings of one Ray Train run (per trial). `batch_size` is the global batch over all workers."""
+
+    steps: searchable(PositiveInt) = 100
+    batch_size: searchable(PositiveInt) = 16
+    max_length: Annotated[int, Field(ge=8, le=4096)] = 128
+    lr: searchable(Annotated[float, Field(gt=0)]) = 5e-5
+    warmup_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
+    weight_decay: NonNegFloat = 0.01
+    grad_clip: Annotated[float, Field(gt=0)] | None = 1.0
+    mlm_probability: Annotated[float, Field(gt=0, lt=1)] = 0.15
+    report_every: PositiveInt = 10
+    checkpoint_every: PositiveInt = 100
+    seed: Annotated[int, Field(ge=0)] = 0
+    max_train_sentences: PositiveInt | None = None
+
+
+class VocabSpec(_Strict):
+    """The fairness-sensitive vocabulary subset V on which the NC3 statistics are kept (DESIGN.md §5)."""
+
+    source: searchable(Literal["gender", "random", "file"]) = "gender"
+    size: searchable(PositiveInt) | None = None
+    policy: Literal["single", "first", "all"] = "single"
+    file: PathStr | None = None
+    frequency_matched: bool = False
+    seed: Annotated[int, Field(ge=0)] = 0
+
+
+class NC3Spec(_Strict):
+    """The (U)NC3 regularizer (DESIGN.md §4). `preset: paper` fixes the paper's code settings."""
+
+    alpha: searchable(NonNegFloat) = 0.0
+    kind: searchable(Literal["unc3", "nc3", "both"]) = "unc3"
+    preset: Literal["paper"] | None = None
+    features: searchable(Literal["encoder", "head"]) = "encoder"
+    positions: searchable(Literal["masked", "all"]) = "masked"
+    label_shift: searchable(Literal[0, 1]) = 0
+    means: searchable(Literal["cumulative", "ema", "batch"]) = "cumulative"
+    ema_momentum: Annotated[float, Field(gt=0, lt=1)] = 0.9
+    vocab: VocabSpec = VocabSpec()
+
+    PAPER: ClassVar[dict[str, Any]] = {"features": "encoder", "positions": "all", "label_shift": 1, "means": "cumulative", "kind": "unc3"}
+
+    @model_validator(mode="after")
+    def _apply_preset(self) -> NC3Spec:
+        if self.preset == "paper":
+            for key, value in self.PAPER.items():
+                if key in self.model_fields_set and getattr(self, key) != value:
+                    raise ValueError(f"preset 'paper' fixes {key}={value!r}; remove {key}={getattr(self, key)!r}")
+                setattr(self, key, value)
+        return self
+
+
+class EvalSpec(_Strict):
+    """The evaluation run on each trial's final checkpoint."""
+
+    suite: Literal["gender", "full", "custom"] = "gender"
+    benchmarks: list[Literal[BENCHMARKS]] | None = None  # type: ignore[valid-type]
+    limits: dict[Literal[BENCHMARKS], PositiveInt] = {}  # type: ignore[valid-type]
+    batch_size: PositiveInt = 64
+    seed: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="after")
+    def _custom_needs_list(self) -> EvalSpec:
+        if self.suite == "custom" and not self.benchmarks:
+            raise ValueError("suite 'custom' needs a non-empty 'benchmarks' list")
+        return self
+
+    def benchmark_names(self) -> tuple[str, ...]:
+        if self.benchmarks:
+            return tuple(self.benchmarks)
+        return SUITES[self.suite]
+
+
+class Objective(_Strict):
+    """One objective of the multi-objective search: an evaluation metric key and its direction."""
+
+    metric: Annotated[str, Field(pattern=r"^[a-z_]+(/[A-Za-z0-9_.+\-]+)+$")]
+    mode: Literal["min", "max"]
+
+
+class SearchAlgoSpec(_Strict):
+    algorithm: Literal["tpe", "nsga2", "random", "grid"] = "tpe"
+    num_samples: PositiveInt = 8
+    max_concurrent: PositiveInt = 1
+    seed: Annotated[int, Field(ge=0)] = 0
+    max_failures: Annotated[int, Field(ge=0)] = 1
+    time_budget_s: Annotated[float, Field(gt=0)] | None = None
+
+
+class ResourceSpec(_Strict):
+    """Per-trial resources: Ray Train workers, each with CPUs and a (fractional) GPU share."""
+
+    workers_per_trial: PositiveInt = 1
+    cpus_per_worker: Annotated[float, Field(gt=0)] = 1
+    gpus_per_worker: Annotated[float, Field(ge=0)] = 0
+
+
+class TrackingSpec(_Strict):
+    uri: str | None = None
+    experiment: str | None = None
+
+
+class SearchSpec(_Strict):
+    """A whole search space, as written in one YAML file."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+    description: str = ""
+    model: PathStr = "minilm-l6"
+    baseline: searchable(Literal[BASELINES]) = "mlm"  # type: ignore[valid-type]
+    baseline_options: BaselineOptions = BaselineOptions()
+    train: TrainSpec = TrainSpec()
+    nc3: NC3Spec = NC3Spec()
+    eval: EvalSpec = EvalSpec()
+    objectives: Annotated[list[Objective], Field(min_length=2)]
+    search: SearchAlgoSpec = SearchAlgoSpec()
+    resources: ResourceSpec = ResourceSpec()
+    tracking: TrackingSpec = TrackingSpec()
+    data_dir: PathStr | None = None
+    storage: PathStr = "runs"
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> SearchSpec:
+        names = self.eval.benchmark_names()
+        for i, obj in enumerate(self.objectives):
+            bench = obj.metric.split("/", 1)[0]
+            if bench not in names:
+                raise ValueError(
+                    f"objectives[{i}].metric {obj.metric!r} needs benchmark {bench!r}, "
+                    f"which the eval suite does not run (it runs: {', '.join(names)})"
+                )
+        metrics = [o.metric for o in self.objectives]
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"objectives repeat a metric: {metrics}")
+        dists = self.distributions()
+        if self.search.algorithm == "grid":
+            bad = [k for k, d in dists.items() if d.kind not in ("grid", "choice")]
+            if bad:
+                raise ValueError(f"algorithm 'grid' needs grid/choice distributions only; not: {', '.join(bad)}")
+        else:
+            bad = [k for k, d in dists.items() if d.kind == "grid"]
+            if bad:
+                raise ValueError(f"'grid' distributions need search.algorithm: grid (found at {', '.join(bad)})")
+        sources = self.nc3.vocab.source
+        uses_file = sources == "file" or (isinstance(sources, Distribution) and "file" in sources.args)
+        if uses_file and not self.nc3.vocab.file:
+            raise ValueError("nc3.vocab.source 'file' needs nc3.vocab.file")
+        return self
+
+    # ----- searched fields ---------------------------------------------------------------------
+
+    def distributions(self) -> dict[str, Distribution]:
+        """Every searched field as {dotted.path: Distribution}, in declaration order."""
+        return dict(_walk_distributions(self, ""))
+
+    def is_concrete(self) -> bool:
+        return not self.distributions()
+
+    def resolve(self, values: Mapping[str, Any]) -> SearchSpec:
+        """A copy with the searched fields set to `values` ({dotted.path: value}); must leave none open."""
+        data = self.to_dict()
+        for dotted, value in values.items():
+            _set_dotted(data, dotted.split("."), value)
+        spec = parse_spec(data, source="<resolved trial>")
+        if not spec.is_concrete():
+            raise ConfigError(f"<resolved trial>: still searched: {', '.join(spec.distributions())}")
+        return spec
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (distributions as their YAML mapping) that `parse_spec` reads back."""
+        return _plain(self.model_dump(mode="python"))
+
+
+def _walk_distributions(model: BaseModel, prefix: str) -> Iterator[tuple[str, Distribution]]:
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        path = f"{prefix}{name}"
+        if isinstance(value, Distribution):
+            yield path, value
+        elif isinstance(value, BaseModel):
+            yield from _walk_distributions(value, path + ".")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Distribution):
+        return value.to_yaml()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _set_dotted(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = data
+    for key in keys[:-1]:
+        if not isinstance(node.get(key), dict):
+            node[key] = {}
+        node = node[key]
+    node[keys[-1]] = value
+
+
+# ----- loading, with YAML line numbers --------------------------------------------------------------
+
+
+class _LineIndex:
+    """Maps YAML paths (tuples of keys and list indices) to 1-based line numbers."""
+
+    def __init__(self, root: yaml.Node | None):
+        self.lines: dict[tuple[Any, ...], int] = {}
+        self.duplicates: list[tuple[tuple[Any, ...], int]] = []
+        if root is not None:
+            self._walk(root, ())
+
+    def _walk(self, node: yaml.Node, path: tuple[Any, ...]) -> None:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, value_node in node.value:
+                key = key_node.value
+                if key in seen:
+                    self.duplicates.append((path + (key,), key_node.start_mark.line + 1))
+                seen.add(key)
+                self.lines[path + (key,)] = key_node.start_mark.line + 1
+                self._walk(value_node, path + (key,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._walk(item, path + (i,))
+
+    def line(self, loc: tuple[Any, ...]) -> int | None:
+        for end in range(len(loc), -1, -1):
+            if loc[:end] in self.lines:
+                return self.lines[loc[:end]]
+        return None
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    # pydantic adds union/function markers such as 'function-plain[parse()]' to locations.
+    return tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+
+
+def _format_problems(err: ValidationError, source: str, index: _LineIndex) -> list[str]:
+    problems = []
+    for e in err.errors():
+        loc = _clean_loc(tuple(e["loc"]))
+        line = index.line(loc)
+        where = f"{source}:{line}" if line else source
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown key {loc[-1]!r}"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        elif e["type"] not in ("value_error", "assertion_error") and "input" in e and not isinstance(e["input"], dict):
+            msg = f"{msg} (got {e['input']!r})"
+        problems.append(f"{where}: {_dotted(loc)}: {msg}")
+    return problems
+
+
+def parse_spec(data: Any, *, source: str = "<data>", index: _LineIndex | None = None, base_dir: Path | None = None) -> SearchSpec:
+    """Validate plain data into a SearchSpec; raise ConfigError listing every problem."""
+    index = index or _LineIndex(None)
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(data).__name__}")
+    try:
+        spec = SearchSpec.model_validate(dict(data))
+    except ValidationError as err:
+        raise ConfigError(_format_problems(err, source, index)) from None
+    _check_files(spec, source, index, base_dir)
+    return spec
+
+
+def _check_files(spec: SearchSpec, source: str, index: _LineIndex, base_dir: Path | None) -> None:
+    """Paths named in the file must exist; relative ones are taken from the YAML file's folder."""
+    problems = []
+
+    def check(loc: tuple[str, ...], value: str | None, *, want_dir: bool) -> str | None:
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        if not path.is_absolute() and base_dir is not None and not path.exists():
+            path = base_dir / path
+        ok = path.is_dir() if want_dir else path.is_file()
+        if not ok:
+            line = index.line(loc)
+            where = f"{source}:{line}" if line else source
+            kind = "folder" if want_dir else "file"
+            problems.append(f"{where}: {_dotted(loc)}: {kind} not found: {value!r}")
+            return None
+        return str(path.resolve())
+
+    spec.nc3.vocab.file = check(("nc3", "vocab", "file"), spec.nc3.vocab.file, want_dir=False) or spec.nc3.vocab.file
+    spec.data_dir = check(("data_dir",), spec.data_dir, want_dir=True) or spec.data_dir
+    if _looks_like_path(spec.model):
+        resolved = check(("model",), spec.model, want_dir=True)
+        spec.model = resolved or spec.model
+    if problems:
+        raise ConfigError(problems)
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.endswith(("/",))
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> SearchSpec:
+    """Read, validate and return the search space in `path`, after `--set key=value` overrides."""
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise ConfigError(f"{source}: file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.load(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{source}{line}: invalid YAML: {problem}") from None
+    index = _LineIndex(root)
+    if index.duplicates:
+        raise ConfigError([f"{source}:{line}: {_dotted(loc)}: duplicate key" for loc, line in index.duplicates])
+    if data is None:
+        raise ConfigError(f"{source}: the file is empty")
+    if overrides:
+        data = apply_overrides(data, overrides)
+    return parse_spec(data, source=source, index=index, base_dir=path.parent.resolve())
+
+
+def apply_overrides(data: Any, overrides: list[str]) -> dict[str, Any]:
+    """Apply `key.path=value` strings (value parsed as YAML) to a copy of `data`."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"cannot apply overrides to a {type(data).__name__}")
+    out = copy.deepcopy(dict(data))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+        _set_dotted(out, key.strip().split("."), value)
+    return out
+
+
+def describe(spec: SearchSpec) -> str:
+    """A short human summary of what a spec searches, used by `ncsearch validate`."""
+    lines = [f"search space {spec.name!r}: model {spec.model}, {spec.search.algorithm} x {spec.search.num_samples} trials"]
+    dists = spec.distributions()
+    if dists:
+        lines.append("searched:")
+        for key, dist in dists.items():
+            lines.append(f"  {key}: {dist.kind} {list(dist.args)}")
+    else:
+        lines.append("searched: nothing (every field fixed)")
+    lines.append("objectives: " + ", ".join(f"{o.mode} {o.metric}" for o in spec.objectives))
+    lines.append("eval: " + ", ".join(spec.eval.benchmark_names()))
+    return "\n".join(lines)
+

