@@ -1,0 +1,112 @@
+"""Batched masked-LM scoring shared by every likelihood benchmark.
+
+Every likelihood benchmark (StereoSet, CrowS-Pairs, pseudo-perplexity, BEC-Pro, WinoBias) reduces to
+the same request: "in this token sequence, which already holds [MASK] at some positions, what is the
+log-probability of these target tokens at those positions?". Collecting all requests of a benchmark
+and answering them here lets us sort them by length (little padding), run the encoder on full
+batches, and apply the MLM head only at the requested positions, which on a 30k vocabulary is most of
+the cost of a naive `model(**batch).logits` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["MaskedRequest", "mean_pool", "score_masked"]
+
+
+@dataclass(frozen=True)
+class MaskedRequest:
+    """One sequence to score: `input_ids` already hold the mask token at `positions` (or not: the
+    scorer never changes the ids), and `targets[i]` is the token whose log-probability is wanted at
+    `positions[i]`. A position may appear more than once (e.g. two candidate tokens)."""
+
+    input_ids: list[int]
+    positions: list[int]
+    targets: list[int]
+
+    def __post_init__(self) -> None:
+        if len(self.positions) != len(self.targets):
+            raise ValueError(
+                f"positions and targets differ in length: {len(self.positions)} != {len(self.targets)}"
+            )
+
+
+def _buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Request indices grouped into batches of similar length (longest first, so a too-large batch
+    fails at once rather than at the end). Stable: equal lengths keep their input order."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def score_masked(
+    model: Any,
+    requests: Sequence[MaskedRequest],
+    *,
+    batch_size: int = 64,
+    pad_id: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> list[np.ndarray]:
+    """Log-probabilities (float64) of each request's `targets` at its `positions`.
+
+    Requests are sorted by length and padded per batch (attention mask 0 on padding), the encoder runs
+    once per batch, and the MLM head (`ncsearch.heads.mlm_head`) is applied only to the hidden states
+    at the requested positions. `progress`, when given, is called with the number of requests done
+    after each batch (for progress bars).
+    """
+    from ncsearch.heads import encode, mlm_head
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, but got {batch_size}")
+    results: list[np.ndarray] = [np.zeros(0, dtype=np.float64)] * len(requests)
+    if not requests:
+        return results
+    head = mlm_head(model)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for batch in _buckets([len(r.input_ids) for r in requests], batch_size):
+                width = max(len(requests[i].input_ids) for i in batch)
+                ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                rows: list[int] = []
+                cols: list[int] = []
+                targets: list[int] = []
+                for row, i in enumerate(batch):
+                    request = requests[i]
+                    ids[row, : len(request.input_ids)] = torch.tensor(request.input_ids, dtype=torch.long)
+                    mask[row, : len(request.input_ids)] = 1
+                    rows.extend([row] * len(request.positions))
+                    cols.extend(request.positions)
+                    targets.extend(request.targets)
+                if rows:
+                    hidden = encode(model, ids.to(device), mask.to(device))
+                    at = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
+                    logprobs = torch.log_softmax(head.logits(at).float(), dim=-1)
+                    picked = logprobs.gather(1, torch.tensor(targets, device=device)[:, None])[:, 0]
+                    flat = picked.double().cpu().numpy()
+                else:
+                    flat = np.zeros(0, dtype=np.float64)
+                start = 0
+                for i in batch:
+                    count = len(requests[i].positions)
+                    results[i] = flat[start : start + count].copy()
+                    start += count
+                if progress is not None:
+                    progress(len(batch))
+    finally:
+        model.train(was_training)
+    return results
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the token states where `attention_mask` is 1: (B, T, d), (B, T) -> (B, d)."""
+    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
