@@ -12,6 +12,7 @@ once, one line each.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -310,7 +311,7 @@ class SearchSpec(_Strict):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (distributions as their YAML mapping) that `parse_spec` reads back."""
-        return _plain(self.model_dump(mode="python"))
+        return _plain(self)
 
 
 def _walk_distributions(model: BaseModel, prefix: str) -> Iterator[tuple[str, Distribution]]:
@@ -324,6 +325,9 @@ def _walk_distributions(model: BaseModel, prefix: str) -> Iterator[tuple[str, Di
 
 
 def _plain(value: Any) -> Any:
+    """Plain data from models, walking fields directly (model_dump would flatten Distribution)."""
+    if isinstance(value, BaseModel):
+        return {name: _plain(getattr(value, name)) for name in type(value).model_fields}
     if isinstance(value, Distribution):
         return value.to_yaml()
     if isinstance(value, dict):
@@ -343,6 +347,17 @@ def _set_dotted(data: dict[str, Any], keys: list[str], value: Any) -> None:
 
 
 # ----- loading, with YAML line numbers --------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads YAML 1.2 floats such as `1e-4` (PyYAML's YAML 1.1 makes them strings)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 class _LineIndex:
@@ -458,8 +473,8 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> SearchSpe
         raise ConfigError(f"{source}: file not found")
     text = path.read_text(encoding="utf-8")
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -485,7 +500,7 @@ def apply_overrides(data: Any, overrides: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected key.path=value")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
         except yaml.YAMLError:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
         _set_dotted(out, key.strip().split("."), value)
