@@ -10,14 +10,31 @@ the cost of a naive `model(**batch).logits` call.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["MaskedRequest", "mean_pool", "score_masked"]
+__all__ = ["MaskedRequest", "mean_pool", "report_progress", "score_masked"]
+
+# Set by the suite runner so that every `score_masked` call inside a benchmark feeds its progress bar
+# without the benchmark knowing about it: hook(added_total, advanced).
+_PROGRESS_HOOK: ContextVar[Callable[[int, int], None] | None] = ContextVar("ncsearch_scoring_progress", default=None)
+
+
+@contextmanager
+def report_progress(hook: Callable[[int, int], None]) -> Iterator[None]:
+    """Within the block, `score_masked` calls `hook(n_requests, 0)` when it starts and
+    `hook(0, n_done)` after each batch."""
+    token = _PROGRESS_HOOK.set(hook)
+    try:
+        yield
+    finally:
+        _PROGRESS_HOOK.reset(token)
 
 
 @dataclass(frozen=True)
@@ -66,6 +83,9 @@ def score_masked(
     results: list[np.ndarray] = [np.zeros(0, dtype=np.float64)] * len(requests)
     if not requests:
         return results
+    hook = _PROGRESS_HOOK.get()
+    if hook is not None:
+        hook(len(requests), 0)
     head = mlm_head(model)
     device = next(model.parameters()).device
     was_training = model.training
@@ -101,6 +121,8 @@ def score_masked(
                     start += count
                 if progress is not None:
                     progress(len(batch))
+                if hook is not None:
+                    hook(0, len(batch))
     finally:
         model.train(was_training)
     return results
