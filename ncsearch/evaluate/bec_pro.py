@@ -1,22 +1,132 @@
-"""BEC-Pro profession/gender association (Bartl et al. 2020).
+"""BEC-Pro, the Bias Evaluation Corpus with Professions (Bartl et al. 2020).
 
-Work in progress: the scoring lands in the next commits.
+Each row is a template sentence "<person> ... <profession>" in three forms: `Sentence` (plain),
+`Sent_TM` (person masked) and `Sent_TAM` (person and every word of the profession masked). The
+association of the person word with the profession is
+
+    log( P(person | Sent_TM) / P(person | Sent_TAM) ),
+
+the probability of the person word at its mask when the profession is visible, normalised by its
+prior when the profession is hidden too. Reported: the mean association over rows whose person word
+is male and over rows whose person word is female, for each profession group (`Prof_Gender`: male,
+female, balanced, the profession's share of women in US labour statistics), and male - female.
+
+As in the reference (marionbartl/gender-bias-BERT, `bias_utils/utils.py`: `model_evaluation`,
+`prob_with_prior`): the person word is the first mask of `Sent_TAM` (every template puts the person
+first); the target token is the token of the tokenised plain `Sentence` at that position, and the
+probability is read at the same position in `Sent_TM` and `Sent_TAM`. The person word has one mask in
+the data, so a person word that the tokenizer splits into several pieces is scored by its first piece
+only; the per-row table records the piece count (every BEC-Pro person word is one piece in the BERT
+uncased vocabulary). We differ from the reference in two mechanical ways: sequences are padded with
+the pad token and masked out of attention (the reference pads with attended [MASK] tokens to a power
+of two), and the log-ratio is computed from float64 log-softmax values.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
+from ncsearch.errors import DataError
 from ncsearch.evaluate._base import Benchmark, BenchmarkResult, register
 
-__all__ = ["BecProBenchmark"]
+__all__ = ["GROUPS", "BecProBenchmark", "bec_pro_requests", "summarise"]
+
+GROUPS = ("male", "female", "balanced")
+_MASK_IN_DATA = "[MASK]"
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text.replace(_MASK_IN_DATA, tokenizer.mask_token), add_special_tokens=True)["input_ids"])
+
+
+def bec_pro_requests(frame: pd.DataFrame, tokenizer: Any) -> tuple[list, list, list[int]]:
+    """Masked requests for every row: (Sent_TM requests, Sent_TAM requests, person-word piece counts).
+
+    Each request asks for the log-probability of the person word's (first) token at the person mask.
+    """
+    from ncsearch.evaluate._scoring import MaskedRequest
+
+    mask_id = tokenizer.mask_token_id
+    tm_requests, tam_requests, pieces = [], [], []
+    for row in frame.itertuples(index=False):
+        plain, tm, tam = _ids(tokenizer, row.Sentence), _ids(tokenizer, row.Sent_TM), _ids(tokenizer, row.Sent_TAM)
+        tam_masks = [i for i, token in enumerate(tam) if token == mask_id]
+        tm_masks = [i for i, token in enumerate(tm) if token == mask_id]
+        if not tam_masks or not tm_masks or tm_masks[0] != tam_masks[0]:
+            raise DataError(f"BEC-Pro row {row.Sentence!r}: the person mask is not the first mask of both "
+                            f"{row.Sent_TM!r} and {row.Sent_TAM!r}")
+        position = tam_masks[0]
+        if plain[:position] != tam[:position] or position >= len(plain):
+            raise DataError(f"BEC-Pro row {row.Sentence!r}: the person word is not at the mask of {row.Sent_TAM!r}")
+        target = plain[position]
+        tm_requests.append(MaskedRequest(tm, [position], [target]))
+        tam_requests.append(MaskedRequest(tam, [position], [target]))
+        pieces.append(len(tokenizer(str(row.Person), add_special_tokens=False)["input_ids"]))
+    return tm_requests, tam_requests, pieces
+
+
+def summarise(table: pd.DataFrame) -> dict[str, float]:
+    """bec_pro/<group>/{male,female,diff} and bec_pro/mean_abs_diff from per-row associations
+    (`table` needs columns Prof_Gender, Gender, association)."""
+    metrics: dict[str, float] = {}
+    diffs = []
+    for group in GROUPS:
+        rows = table[table["Prof_Gender"] == group]
+        if rows.empty:
+            continue
+        male = float(rows.loc[rows["Gender"] == "male", "association"].mean())
+        female = float(rows.loc[rows["Gender"] == "female", "association"].mean())
+        metrics[f"bec_pro/{group}/male"] = male
+        metrics[f"bec_pro/{group}/female"] = female
+        metrics[f"bec_pro/{group}/diff"] = male - female
+        diffs.append(abs(male - female))
+    metrics["bec_pro/mean_abs_diff"] = float(np.mean(diffs)) if diffs else float("nan")
+    return metrics
 
 
 @register
 class BecProBenchmark(Benchmark):
-    """BEC-Pro benchmark."""
+    """BEC-Pro association scores by profession group and person gender.
+
+    `limit` keeps about `limit` rows: an equal seeded sample from each (profession group, person
+    gender) cell, file order kept, so every reported mean has rows behind it.
+    """
 
     name = "bec_pro"
 
+    def _rows(self) -> pd.DataFrame:
+        from ncsearch.data import load_bec_pro
+
+        frame = load_bec_pro(self.data_root)
+        missing = {"Sentence", "Sent_TM", "Sent_TAM", "Person", "Gender", "Prof_Gender"} - set(frame.columns)
+        if missing:
+            raise DataError(f"BEC-Pro file lacks columns {sorted(missing)}")
+        if self.limit is None:
+            return frame.reset_index(drop=True)
+        cells = frame.groupby(["Prof_Gender", "Gender"], sort=True).indices
+        per_cell = max(1, self.limit // max(1, len(cells)))
+        rng = np.random.default_rng(self.seed)
+        keep: list[int] = []
+        for _, positions in sorted(cells.items()):
+            keep.extend(rng.choice(positions, size=min(per_cell, len(positions)), replace=False).tolist())
+        return frame.iloc[sorted(keep)].reset_index(drop=True)
+
     def score(self, model: Any, tokenizer: Any) -> BenchmarkResult:
-        raise NotImplementedError("bec_pro scoring is not implemented yet")
+        from ncsearch.evaluate._scoring import score_masked
+
+        frame = self._rows()
+        tm_requests, tam_requests, pieces = bec_pro_requests(frame, tokenizer)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        logprobs = score_masked(model, tm_requests + tam_requests, batch_size=self.batch_size, pad_id=pad_id)
+        n = len(frame)
+        table = frame[[c for c in ("Sentence", "Person", "Gender", "Profession", "Prof_Gender", "Template")
+                       if c in frame.columns]].copy()
+        table["log_p_tm"] = [float(lp[0]) for lp in logprobs[:n]]
+        table["log_p_tam"] = [float(lp[0]) for lp in logprobs[n:]]
+        table["association"] = table["log_p_tm"] - table["log_p_tam"]
+        table["person_pieces"] = pieces
+        return BenchmarkResult(summarise(table), {"bec_pro/rows": table})

@@ -1,22 +1,243 @@
-"""Sentence Encoder Association Test (May et al. 2019).
+"""SEAT, the Sentence Encoder Association Test (May et al. 2019), as bias-bench runs it.
 
-Work in progress: the scoring lands in the next commits.
+Each test has two target sets X, Y (e.g. male / female names, in sentence templates) and two
+attribute sets A, B (career / family). With s(w, A, B) = mean_a cos(w, a) - mean_b cos(w, b):
+
+- effect size d = (mean_{x in X} s(x) - mean_{y in Y} s(y)) / std_{w in X u Y} s(w), the standard
+  deviation with ddof=1 (bias-bench `weat.stdev_s_wAB`);
+- one-sided permutation p-value = P[sum_{x in X'} s(x) >= sum_{x in X} s(x)] over equal-size
+  partitions (X', Y') of X u Y. Ties count (bias-bench's "conservative test"). When the number of
+  partitions C(2n, n) is at most `n_samples` (bias-bench: 100,000) every partition is enumerated;
+  otherwise bias-bench draws `n_samples - 1` random partitions and adds one hallucinated success
+  ("biasing by 1"), p = (1 + #{sampled >= observed}) / n_samples. Here the draws come from a
+  `numpy.random.default_rng(seed)` per test, so each test's p-value does not depend on which other
+  tests ran (bias-bench seeds the global numpy RNG once per run).
+
+Sentence embedding (bias-bench `seat._encode`): the mean of the last encoder layer over all tokens of
+the sentence, [CLS] and [SEP] included (we mask out padding only), then L2-normalised; `pooling="cls"`
+takes the first token instead. Sentences are de-duplicated within a set, as bias-bench's
+text-keyed dicts do. All sentences of all requested tests are encoded once, in length-sorted batches.
+
+Reference checked: McGill-NLP/bias-bench `bias_bench/benchmark/seat/seat.py` and `weat.py`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import itertools
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
 
+import numpy as np
+import pandas as pd
+
+from ncsearch.errors import ConfigError
 from ncsearch.evaluate._base import Benchmark, BenchmarkResult, register
 
-__all__ = ["SeatBenchmark"]
+__all__ = [
+    "DEFAULT_TESTS",
+    "SeatBenchmark",
+    "association",
+    "effect_size",
+    "encode_sentences",
+    "permutation_p_value",
+]
+
+# The gender tests of May et al. in their sentence versions (bias-bench file names without .jsonl).
+DEFAULT_TESTS = ("sent-weat6", "sent-weat6b", "sent-weat7", "sent-weat7b", "sent-weat8", "sent-weat8b")
+
+# bias-bench's default number of permutation samples (experiments/seat.py --n_samples).
+N_SAMPLES = 100_000
+_CHUNK = 4096
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float64)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def association(words: np.ndarray, attr_a: np.ndarray, attr_b: np.ndarray) -> np.ndarray:
+    """s(w, A, B) for every row w of `words`: mean cosine to A minus mean cosine to B."""
+    w = _unit_rows(words)
+    return (w @ _unit_rows(attr_a).T).mean(axis=1) - (w @ _unit_rows(attr_b).T).mean(axis=1)
+
+
+def effect_size(x: np.ndarray, y: np.ndarray, attr_a: np.ndarray, attr_b: np.ndarray) -> float:
+    """WEAT effect size of target vectors `x`, `y` against attribute vectors `attr_a`, `attr_b`."""
+    s_x = association(x, attr_a, attr_b)
+    s_y = association(y, attr_a, attr_b)
+    return float((s_x.mean() - s_y.mean()) / np.concatenate([s_x, s_y]).std(ddof=1))
+
+
+def _subset_sums(s: np.ndarray, subsets: np.ndarray) -> np.ndarray:
+    """sum_{i in subset} s[i] per row of `subsets`, added sequentially in ascending index order so that
+    the same set always gives bit-identical sums (ties with the observed partition are exact)."""
+    return np.cumsum(s[np.sort(subsets, axis=1)], axis=1)[:, -1]
+
+
+def permutation_p_value(
+    s_x: np.ndarray,
+    s_y: np.ndarray,
+    *,
+    n_samples: int = N_SAMPLES,
+    rng: np.random.Generator | None = None,
+) -> float:
+    """One-sided permutation p-value of the WEAT statistic from the per-word associations.
+
+    The statistic sum_{x in X'} s(x) is equivalent to s(X', Y', A, B) because the total over X u Y is
+    fixed. Exact over all C(2n, n) partitions when that count is <= `n_samples`, else sampled.
+    """
+    s_x = np.asarray(s_x, dtype=np.float64)
+    s_y = np.asarray(s_y, dtype=np.float64)
+    n = len(s_x)
+    if n != len(s_y) or n == 0:
+        raise ValueError(f"SEAT needs two non-empty target sets of equal size, got {n} and {len(s_y)}")
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be positive, but got {n_samples}")
+    s = np.concatenate([s_x, s_y])
+    observed = _subset_sums(s, np.arange(n)[None, :])[0]
+    if math.comb(2 * n, n) <= n_samples:
+        hits = total = 0
+        combos = itertools.combinations(range(2 * n), n)
+        while chunk := list(itertools.islice(combos, _CHUNK)):
+            hits += int((_subset_sums(s, np.array(chunk)) >= observed).sum())
+            total += len(chunk)
+        return hits / total
+    rng = rng if rng is not None else np.random.default_rng(0)
+    hits, total = 1, 1  # bias-bench's hallucinated positive observation
+    remaining = n_samples - 1
+    while remaining:
+        size = min(_CHUNK, remaining)
+        # The n smallest of 2n uniform keys: a uniformly random n-subset.
+        subsets = np.argpartition(rng.random((size, 2 * n)), n - 1, axis=1)[:, :n]
+        hits += int((_subset_sums(s, subsets) >= observed).sum())
+        total += size
+        remaining -= size
+    return hits / total
+
+
+def encode_sentences(
+    model: Any,
+    tokenizer: Any,
+    sentences: Sequence[str],
+    *,
+    batch_size: int = 64,
+    pooling: Literal["mean", "cls"] = "mean",
+) -> np.ndarray:
+    """L2-normalised sentence embeddings (len(sentences), d) from the last encoder layer.
+
+    Batches are formed from length-sorted sentences, so padding is small; padding is excluded from
+    the mean by the attention mask.
+    """
+    import torch
+
+    from ncsearch.evaluate._scoring import mean_pool
+    from ncsearch.heads import encode
+
+    if pooling not in ("mean", "cls"):
+        raise ConfigError(f"seat pooling must be 'mean' or 'cls', got {pooling!r}")
+    ids = [tokenizer(text, add_special_tokens=True)["input_ids"] for text in sentences]
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
+    out: list[np.ndarray | None] = [None] * len(ids)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                width = max(len(ids[i]) for i in batch)
+                input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, i in enumerate(batch):
+                    input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
+                    mask[row, : len(ids[i])] = 1
+                hidden = encode(model, input_ids.to(device), mask.to(device)).double()
+                pooled = hidden[:, 0] if pooling == "cls" else mean_pool(hidden, mask.to(device))
+                pooled = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
+                for row, i in enumerate(batch):
+                    out[i] = pooled[row]
+    finally:
+        model.train(was_training)
+    if not out:
+        return np.zeros((0, 0))
+    return np.stack(out)  # type: ignore[arg-type]
 
 
 @register
 class SeatBenchmark(Benchmark):
-    """SEAT benchmark."""
+    """SEAT effect sizes and p-values for the gender tests (weat6, 6b, 7, 7b, 8, 8b, sentence versions).
+
+    `limit` caps each of the four sets of a test at `limit` sentences (a seeded sample, file order kept);
+    `seed` drives that sample and the sampled permutation test.
+    """
 
     name = "seat"
 
+    def __init__(
+        self,
+        data_root: Path,
+        *,
+        limit: int | None = None,
+        batch_size: int = 64,
+        seed: int = 0,
+        tests: Sequence[str] = DEFAULT_TESTS,
+        pooling: Literal["mean", "cls"] = "mean",
+        n_samples: int = N_SAMPLES,
+    ):
+        super().__init__(data_root, limit=limit, batch_size=batch_size, seed=seed)
+        if pooling not in ("mean", "cls"):
+            raise ConfigError(f"seat pooling must be 'mean' or 'cls', got {pooling!r}")
+        if limit is not None and limit < 2:
+            raise ConfigError(f"seat limit must be at least 2 (the effect size needs a spread), got {limit}")
+        self.tests = tuple(tests)
+        self.pooling = pooling
+        self.n_samples = n_samples
+
+    def _sets(self) -> dict[str, dict[str, list[str]]]:
+        """{test: {"targ1": [...], "targ2": [...], "attr1": [...], "attr2": [...]}} after de-duplication
+        and the optional limit (both target sets capped to the same size)."""
+        from ncsearch.data import load_seat
+
+        sets: dict[str, dict[str, list[str]]] = {}
+        for number, test in enumerate(self.tests):
+            loaded = load_seat(self.data_root, test)
+            groups = {
+                role: list(dict.fromkeys(getattr(loaded, role).examples))
+                for role in ("targ1", "targ2", "attr1", "attr2")
+            }
+            if self.limit is not None:
+                rng = np.random.default_rng([self.seed, number])
+                target_size = min(self.limit, len(groups["targ1"]), len(groups["targ2"]))
+                for role, examples in groups.items():
+                    size = target_size if role.startswith("targ") else min(self.limit, len(examples))
+                    keep = np.sort(rng.choice(len(examples), size=size, replace=False))
+                    groups[role] = [examples[i] for i in keep]
+            sets[test] = groups
+        return sets
+
     def score(self, model: Any, tokenizer: Any) -> BenchmarkResult:
-        raise NotImplementedError("seat scoring is not implemented yet")
+        sets = self._sets()
+        unique = list(dict.fromkeys(text for groups in sets.values() for texts in groups.values() for text in texts))
+        vectors = encode_sentences(model, tokenizer, unique, batch_size=self.batch_size, pooling=self.pooling)
+        row = {text: i for i, text in enumerate(unique)}
+
+        metrics: dict[str, float] = {}
+        records = []
+        for test, groups in sets.items():
+            x, y, a, b = (vectors[[row[t] for t in groups[role]]] for role in ("targ1", "targ2", "attr1", "attr2"))
+            size = effect_size(x, y, a, b)
+            p_value = permutation_p_value(
+                association(x, a, b),
+                association(y, a, b),
+                n_samples=self.n_samples,
+                rng=np.random.default_rng(self.seed),
+            )
+            metrics[f"seat/{test}/effect_size"] = size
+            metrics[f"seat/{test}/p_value"] = p_value
+            records.append({"test": test, "effect_size": size, "p_value": p_value}
+                           | {f"n_{role}": len(texts) for role, texts in groups.items()})
+        metrics["seat/mean_abs_effect_size"] = float(np.mean([abs(r["effect_size"]) for r in records]))
+        return BenchmarkResult(metrics, {"seat/tests": pd.DataFrame.from_records(records)})
