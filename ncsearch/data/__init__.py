@@ -8,8 +8,10 @@ cheap.
 
 from ncsearch.data._bec_pro import BEC_PRO_COLUMNS, load_bec_pro
 from ncsearch.data._crows_pairs import CrowsPair, load_crows_pairs
+from ncsearch.data._fetch import DatasetStatus, FileStatus, check, file_sha256, pull
 from ncsearch.data._gap import GAP_SPLITS, load_gap_corpus
 from ncsearch.data._glue import GLUE_SPLITS, GLUE_TASKS, load_glue
+from ncsearch.data._manifest import DATASETS, MANIFEST, ManifestEntry, manifest_entries
 from ncsearch.data._root import default_data_dir, require_file, resolve_data_root
 from ncsearch.data._seat import SeatSet, SeatTest, load_seat, seat_tests
 from ncsearch.data._stereoset import GOLD_LABELS, StereoSetItem, load_stereoset
@@ -17,6 +19,15 @@ from ncsearch.data._winobias import WinoBiasSentence, load_winobias, parse_winob
 from ncsearch.data._words import GenderWords, load_attribute_words, load_gender_words
 
 __all__ = [
+    "DATASETS",
+    "MANIFEST",
+    "DatasetStatus",
+    "FileStatus",
+    "ManifestEntry",
+    "check",
+    "file_sha256",
+    "manifest_entries",
+    "pull",
     "BEC_PRO_COLUMNS",
     "GAP_SPLITS",
     "GLUE_SPLITS",
