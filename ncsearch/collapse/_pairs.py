@@ -1,0 +1,81 @@
+"""Which (feature, label) pairs feed the class statistics (DESIGN.md §4 options).
+
+- `features`: "encoder" (last encoder layer, the paper) or "head" (the MLM transform's output, the
+  space in which the decoder W actually classifies).
+- `positions`: "masked" (pairs whose target position holds an MLM label) or "all" (every non-pad
+  target position). The label is always the *original* token: `labels` where not -100 (the masked
+  positions), else `input_ids`.
+- `label_shift` s ∈ {0, 1}: the feature at position t is paired with the token at t + s. s = 1 is the
+  paper's code (`X = embeds[:, :-1]`, `Y = batch[:, 1:]`, a leftover from causal-LM code); the target
+  position t + s decides the label and whether the pair counts (masked / non-pad), and the feature
+  position t must be a non-pad position too. Unlike the paper's code, which read labels from the
+  already-masked input (so masked targets became [MASK]), labels here are the original tokens.
+
+The returned features are detached: they only feed statistics whose means are detached (gradient
+reaches W only), and detaching here keeps the head transform out of the autograd graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ncsearch.errors import ConfigError
+
+__all__ = ["select_pairs"]
+
+IGNORE_INDEX = -100
+
+
+@torch.no_grad()
+def select_pairs(
+    hidden: Tensor,
+    *,
+    input_ids: Tensor,
+    labels: Tensor | None,
+    attention_mask: Tensor | None,
+    features: Literal["encoder", "head"] = "encoder",
+    positions: Literal["masked", "all"] = "masked",
+    label_shift: int = 0,
+    head_transform: Callable[[Tensor], Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """(features (N, d), original token ids (N,)) for the selected positions of a batch.
+
+    hidden: (B, T, d) last encoder layer; input_ids: (B, T) model input (masked for MLM); labels: (B, T)
+    MLM labels with -100 where not masked (None means nothing is masked: positions must be "all");
+    attention_mask: (B, T) 1 for real tokens (None: all real). `head_transform` is required for
+    features="head" and applied only to the selected rows.
+    """
+    if features not in ("encoder", "head"):
+        raise ConfigError(f"nc3 features must be 'encoder' or 'head', but got {features!r}")
+    if positions not in ("masked", "all"):
+        raise ConfigError(f"nc3 positions must be 'masked' or 'all', but got {positions!r}")
+    if label_shift not in (0, 1):
+        raise ConfigError(f"nc3 label_shift must be 0 or 1, but got {label_shift!r}")
+    if features == "head" and head_transform is None:
+        raise ConfigError("nc3 features='head' needs the MLM head transform (head_transform=...)")
+    if positions == "masked" and labels is None:
+        raise ConfigError("nc3 positions='masked' needs MLM labels")
+
+    hidden = hidden.detach()
+    real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    if labels is None:
+        original = input_ids
+        target_ok = real
+    else:
+        original = torch.where(labels != IGNORE_INDEX, labels, input_ids)
+        target_ok = real & (labels != IGNORE_INDEX) if positions == "masked" else real
+
+    s = int(label_shift)
+    length = input_ids.shape[1]
+    # feature positions t = 0..T-1-s, target positions t + s
+    ok = target_ok[:, s:] & real[:, : length - s]
+    feats = hidden[:, : length - s][ok]
+    tokens = original[:, s:][ok]
+    if features == "head":
+        assert head_transform is not None
+        feats = head_transform(feats)
+    return feats, tokens
