@@ -1,0 +1,23 @@
+"""Debiasing baselines: what a training run trains on and how (DESIGN.md §6).
+
+`get_baseline(name)` returns the class; NC3 (nc3.alpha > 0) is added on top of any of them by the
+training loop, not here.
+"""
+
+from ncsearch.debias._base import Baseline, available, get_baseline, register
+from ncsearch.debias._bec import BEC
+from ncsearch.debias._cda import CDA, CounterfactualSwapper
+from ncsearch.debias._dropout import Dropout
+from ncsearch.debias._mlm import MLM
+
+__all__ = [
+    "BEC",
+    "CDA",
+    "Baseline",
+    "CounterfactualSwapper",
+    "Dropout",
+    "MLM",
+    "available",
+    "get_baseline",
+    "register",
+]
