@@ -124,9 +124,11 @@ def sentence_scores(
     logprobs: Sequence[np.ndarray],
     owners: Sequence[tuple[int, str, int]],
     scorers: Sequence[str] = SCORERS,
+    *,
+    decimals: int | None = 3,
 ) -> dict[str, np.ndarray]:
-    """Per scorer, an (n_pairs, 2) array of rounded sentence-1/sentence-2 scores; NaN for pairs
-    bias-bench skips and for scorers not asked for."""
+    """Per scorer, an (n_pairs, 2) array of sentence-1/sentence-2 scores rounded to `decimals` (as
+    both references do before comparing); NaN for pairs bias-bench skips and scorers not asked for."""
     collected: dict[tuple[int, str, int], list[float]] = {}
     for owner, values in zip(owners, logprobs):
         collected.setdefault(owner, []).append(float(values[0]))
@@ -138,9 +140,9 @@ def sentence_scores(
                 continue
             for sentence in (1, 2):
                 values = collected.get((i, scorer, sentence), [])
-                # Python's round, as the references apply it to the float score.
+                # Python's round on the float score, as the references do.
                 raw = float(np.mean(values)) if scorer == "bias_bench" else float(np.sum(values))
-                scores[i, sentence - 1] = round(raw, 3)
+                scores[i, sentence - 1] = raw if decimals is None else round(raw, decimals)
         out[scorer] = scores
     return out
 

@@ -34,6 +34,7 @@ __all__ = [
     "StereoSetBenchmark",
     "aggregate_stereoset",
     "filler_word",
+    "score_items",
     "stereoset_requests",
 ]
 
@@ -108,6 +109,25 @@ def aggregate_stereoset(table: pd.DataFrame) -> dict[str, float]:
     return metrics
 
 
+def score_items(model: Any, tokenizer: Any, items: Sequence[Any], *, batch_size: int) -> pd.DataFrame:
+    """The per-example table: one row per item with the three candidates' sentence scores."""
+    requests, owners = stereoset_requests(items, tokenizer)
+    logprobs = score_masked(model, requests, batch_size=batch_size, pad_id=tokenizer.pad_token_id or 0)
+    probs: dict[tuple[int, str], list[float]] = {}
+    for owner, values in zip(owners, logprobs):
+        probs.setdefault(owner, []).append(float(np.exp(values[0])))
+    rows = []
+    for i, item in enumerate(items):
+        row = {"id": item.id, "target": item.target, "bias_type": item.bias_type, "context": item.context}
+        for label in LABELS:
+            # A filler word without word pieces (none in the published data) has no score in
+            # the reference either; NaN makes it lose every comparison.
+            pieces = probs.get((i, label))
+            row[label] = float(np.mean(pieces)) if pieces else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["id", "target", "bias_type", "context", *LABELS])
+
+
 @register
 class StereoSetBenchmark(Benchmark):
     """StereoSet intrasentence: SS, LMS and ICAT per domain and overall.
@@ -121,19 +141,5 @@ class StereoSetBenchmark(Benchmark):
         from ncsearch.data import load_stereoset
 
         items = take_stratified(load_stereoset(self.data_root, kind="intrasentence"), "bias_type", self.limit)
-        requests, owners = stereoset_requests(items, tokenizer)
-        logprobs = score_masked(model, requests, batch_size=self.batch_size, pad_id=tokenizer.pad_token_id or 0)
-        probs: dict[tuple[int, str], list[float]] = {}
-        for owner, values in zip(owners, logprobs):
-            probs.setdefault(owner, []).append(float(np.exp(values[0])))
-        rows = []
-        for i, item in enumerate(items):
-            row = {"id": item.id, "target": item.target, "bias_type": item.bias_type, "context": item.context}
-            for label in LABELS:
-                # A filler word without word pieces (none in the published data) has no score in
-                # the reference either; NaN makes it lose every comparison.
-                pieces = probs.get((i, label))
-                row[label] = float(np.mean(pieces)) if pieces else float("nan")
-            rows.append(row)
-        table = pd.DataFrame(rows, columns=["id", "target", "bias_type", "context", *LABELS])
+        table = score_items(model, tokenizer, items, batch_size=self.batch_size)
         return BenchmarkResult(aggregate_stereoset(table), {"examples": table})
