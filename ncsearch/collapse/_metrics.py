@@ -24,6 +24,9 @@ recomputes the metrics from the per-class summaries (O(k²·d)) instead of re-ru
 on this machine rules out a sentence bootstrap for NC4 (a k-way nearest-mean search per token and
 replicate). Pairs of a class with its own duplicate are left out of the pair averages (NC1,
 equiangularity), and NC4 keeps the full-V decision rules and averages agreement over the drawn classes.
+The mean pairwise cosine gets no interval: it is pinned near −1/(k−1) by the number of distinct
+classes (the centred means sum to zero), which a draw with duplicates changes, so its bootstrap
+distribution is shifted by construction rather than by uncertainty.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ METRIC_NAMES = (
     "nc4",
 )
 _EPS = 1e-12
+_NO_INTERVAL = frozenset({"nc2_cos_mean"})
 
 
 @dataclass
@@ -236,6 +240,9 @@ def bootstrap_intervals(
     tail = (1.0 - level) / 2 * 100
     intervals = {}
     for name, values in samples.items():
+        if name in _NO_INTERVAL:
+            intervals[name] = (float("nan"), float("nan"))
+            continue
         arr = np.asarray(values, dtype=float)
         arr = arr[np.isfinite(arr)]
         if arr.size == 0:
