@@ -1,0 +1,58 @@
+"""What a training checkpoint holds, and how it is written and read.
+
+Layout of a checkpoint folder (one per `checkpoint_every` steps and one at the end):
+
+    model/          save_pretrained model + tokenizer: loadable with ncsearch.models.load_mlm(path)
+    state.pt        optimizer, LR scheduler, NC3 statistics, step (written by rank 0)
+    meta.json       step, steps, seed, world size, the last reported metrics (human-readable)
+
+The random state needs no file: every draw is a function of (seed, step, rank) (see _seeding.py), so
+the step counter is also the data position and the RNG position.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["MODEL_DIR", "TrainState", "read_state", "write_checkpoint"]
+
+MODEL_DIR = "model"
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+
+
+@dataclass
+class TrainState:
+    """The resumable state besides the model weights."""
+
+    step: int
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    nc3: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def write_checkpoint(folder: Path, *, model: Any, tokenizer: Any, state: TrainState) -> None:
+    """Write model/, state.pt and meta.json into `folder` (an empty temporary folder)."""
+    folder = Path(folder)
+    model.save_pretrained(folder / MODEL_DIR)
+    tokenizer.save_pretrained(folder / MODEL_DIR)
+    torch.save(
+        {"step": state.step, "optimizer": state.optimizer, "scheduler": state.scheduler, "nc3": state.nc3},
+        folder / STATE_FILE,
+    )
+    (folder / META_FILE).write_text(json.dumps({"step": state.step, **state.meta}, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def read_state(folder: Path) -> TrainState:
+    """The TrainState saved in checkpoint `folder` (tensors on CPU)."""
+    folder = Path(folder)
+    raw = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
+    meta_path = folder / META_FILE
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    return TrainState(step=int(raw["step"]), optimizer=raw["optimizer"], scheduler=raw["scheduler"], nc3=raw["nc3"], meta=meta)

@@ -1,0 +1,381 @@
+"""The per-worker training recipe run by Ray Train: setup -> train -> cleanup.
+
+One worker of a TorchTrainer (Train V2) runs `train_loop_per_worker(config)`. The recipe:
+
+- setup: the concrete spec; the model from `load_mlm` (or from the checkpoint being resumed), changed as
+  the baseline says (e.g. raised dropout) and wrapped by `ray.train.torch.prepare_model` (DDP over
+  gloo on CPU, nccl on GPU) around the sparse MLM head; the baseline's corpus, chunked to
+  `max_length`; the vocabulary subset V (vocab.py) and the NC3 statistics on it (collapse.py);
+  AdamW with linear warm-up and decay.
+- train: per step, this worker's share of the global batch, loss = MLM (head only at masked positions)
+  + the baseline's own terms + alpha * NC3 (statistics all-reduced over workers, gradient on the
+  decoder rows only), backward, gradient clipping, optimizer and scheduler steps. Every
+  `report_every` steps the train/* metrics go to `ray.train.report`; every `checkpoint_every` steps and
+  at the end a checkpoint goes with them. A non-finite loss raises TrialError before any update.
+- cleanup: drop references so the worker's memory is returned before Ray tears it down.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ncsearch.errors import TrialError
+from ncsearch.training._checkpoint import MODEL_DIR, TrainState, read_state, write_checkpoint
+from ncsearch.training._data import MLMBatches, chunk_corpus
+from ncsearch.training._seeding import derive_seed, seed_everything
+
+__all__ = ["TrainingRecipe", "train_loop_per_worker"]
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point. `config`: {"spec": concrete SearchSpec.to_dict(), "data_root": str,
+    "model_path": str (a loadable masked LM, e.g. from ncsearch.models.ensure_model)}."""
+    recipe = TrainingRecipe(config)
+    try:
+        recipe.setup()
+        recipe.train()
+    finally:
+        recipe.cleanup()
+
+
+class _Window:
+    """Sums over the steps since the last report (local to the worker until `reduce`)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.steps = 0
+        self.loss = 0.0
+        self.mlm_weighted = 0.0
+        self.masked = 0.0
+        self.tokens = 0.0
+        self.extra: dict[str, float] = {}
+        self.started = time.perf_counter()
+
+    def add(self, *, loss: float, mlm_loss: float, masked: int, tokens: int, extra: dict[str, float]) -> None:
+        self.steps += 1
+        self.loss += loss
+        self.mlm_weighted += mlm_loss * masked
+        self.masked += masked
+        self.tokens += tokens
+        for key, value in extra.items():
+            self.extra[key] = self.extra.get(key, 0.0) + value
+
+    def reduce(self, world_size: int) -> dict[str, float]:
+        """Window averages over all workers (one small all-reduce when distributed)."""
+        keys = sorted(self.extra)
+        values = torch.tensor(
+            [self.loss, self.mlm_weighted, self.masked, self.tokens] + [self.extra[k] for k in keys], dtype=torch.float64
+        )
+        if world_size > 1:
+            import torch.distributed as dist
+
+            values = values.to(_collective_device())
+            dist.all_reduce(values)
+            values = values.cpu()
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        steps = max(self.steps, 1)
+        out = {
+            "train/loss": float(values[0]) / (steps * world_size),
+            "train/mlm_loss": float(values[1] / values[2]) if float(values[2]) > 0 else float("nan"),
+            "train/tokens_per_s": float(values[3]) / elapsed,
+        }
+        for i, key in enumerate(keys):
+            out[f"train/{key}"] = float(values[4 + i]) / (steps * world_size)
+        return out
+
+
+def _collective_device() -> torch.device:
+    import torch.distributed as dist
+
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+class TrainingRecipe:
+    """State of one worker's training run; see the module docstring for the lifecycle."""
+
+    def __init__(self, config: dict[str, Any]):
+        from ncsearch.config import parse_spec
+
+        self.config = config
+        self.spec = parse_spec(config["spec"], source="<trial spec>")
+        self.data_root = Path(config["data_root"])
+        self.model_path = str(config["model_path"])
+        self.model: Any = None
+        self.wrapped: Any = None
+
+    # ----- setup ------------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        import ray.train
+        import ray.train.torch
+
+        from ncsearch.debias import get_baseline
+        from ncsearch.heads import SparseMLM, mlm_head
+        from ncsearch.models import load_mlm
+
+        spec = self.spec
+        context = ray.train.get_context()
+        self.rank = context.get_world_rank()
+        self.world_size = context.get_world_size()
+        seed_everything(derive_seed(spec.train.seed, 0, self.rank))
+
+        resume = self._restore_state()
+        source = str(resume[1] / MODEL_DIR) if resume else self.model_path
+        model, self.tokenizer = load_mlm(source)
+        self.baseline = get_baseline(spec.baseline)(data_root=self.data_root, options=spec.baseline_options)
+        self.model = self.baseline.prepare_model(model)
+        self.model.train()
+
+        texts = self.baseline.corpus(limit=spec.train.max_train_sentences)
+        examples = chunk_corpus(texts, self.tokenizer, spec.train.max_length)
+        self.batches = MLMBatches(
+            examples,
+            self.tokenizer,
+            batch_size=spec.train.batch_size,
+            mlm_probability=spec.train.mlm_probability,
+            seed=spec.train.seed,
+            rank=self.rank,
+            world_size=self.world_size,
+        )
+        self.regularizer = _build_regularizer(self.tokenizer, spec.nc3, texts, self.data_root)
+
+        self.wrapped = ray.train.torch.prepare_model(SparseMLM(self.model))
+        self.device = ray.train.torch.get_device()
+        self.head = mlm_head(self.model)  # the bare model: DDP hides the decoder weight
+        self.optimizer = _build_optimizer(self.model, spec.train)
+        self.scheduler = _build_scheduler(self.optimizer, spec.train)
+        self.step = 0
+        self.last_metrics: dict[str, float] = {}
+        if resume:
+            state = resume[0]
+            self.optimizer.load_state_dict(state.optimizer)
+            self.scheduler.load_state_dict(state.scheduler)
+            self.regularizer.load_state_dict(state.nc3)
+            self.step = state.step
+            self.last_metrics = dict(state.meta.get("metrics", {}))
+        self.resumed_from = self.step
+
+    def _restore_state(self) -> tuple[TrainState, Path] | None:
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        # Local storage (the only kind ncsearch configures) keeps the folder after the context exits.
+        with checkpoint.as_directory() as folder:
+            return read_state(Path(folder)), Path(folder)
+
+    # ----- train ------------------------------------------------------------------------------------
+
+    def train(self) -> None:
+        train = self.spec.train
+        nc3 = self.spec.nc3
+        window = _Window()
+        if self.step >= train.steps:  # restarted after the final checkpoint: nothing left to do
+            import ray.train
+
+            ray.train.report(dict(self.last_metrics, step=self.step))
+            return
+        while self.step < train.steps:
+            torch.manual_seed(derive_seed(train.seed, 3, self.step, self.rank))  # dropout of this step
+            batch = {k: v.to(self.device) for k, v in self.batches.batch(self.step).items()}
+            batch = self.baseline.transform_batch(batch)
+            output = self.wrapped(batch["input_ids"], batch["attention_mask"], batch["labels"])
+
+            from ncsearch.collapse import select_pairs
+
+            features, token_ids = select_pairs(
+                output.hidden,
+                input_ids=batch["input_ids"],
+                labels=batch["labels"],
+                attention_mask=batch["attention_mask"],
+                features=nc3.features,
+                positions=nc3.positions,
+                label_shift=nc3.label_shift,
+                head_transform=self.head.transform if nc3.features == "head" else None,
+            )
+            self.regularizer.update(features, token_ids)
+            if nc3.alpha > 0:
+                reg_loss, reg_values = self.regularizer.loss(self.head.weight)
+            else:  # statistics only, for monitoring: no gradient
+                with torch.no_grad():
+                    reg_loss, reg_values = self.regularizer.loss(self.head.weight)
+            extra = self.baseline.loss_terms(self.model, batch, output)
+            loss = output.loss + nc3.alpha * reg_loss
+            for term in extra.values():
+                loss = loss + term
+            self._check_finite(loss, output.loss, reg_values)
+
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if train.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+
+            window.add(
+                loss=float(loss.detach()),
+                mlm_loss=float(output.loss.detach()),
+                masked=int(output.index.numel()),
+                tokens=int(batch["attention_mask"].sum()),
+                extra={k: float(v.detach()) for k, v in extra.items()},
+            )
+            final = self.step == train.steps
+            save = final or self.step % train.checkpoint_every == 0
+            if save or self.step % train.report_every == 0:
+                metrics = window.reduce(self.world_size)
+                metrics.update(
+                    {
+                        "step": self.step,
+                        "train/unc3": reg_values["unc3"],
+                        "train/nc3": reg_values["nc3"],
+                        "train/nc3_classes": reg_values["classes"],
+                        "train/lr": lr,
+                        "train/resumed_from": self.resumed_from,
+                    }
+                )
+                self._report(metrics, save=save)
+                window.reset()
+                self._maybe_inject_failure()
+
+    def _maybe_inject_failure(self) -> None:
+        """Fault injection for resume tests: config["fail_after_step"] = k makes a run that did not
+        start from a checkpoint die right after reporting step k, as a crashed worker would."""
+        fail_at = self.config.get("fail_after_step")
+        if fail_at is not None and self.resumed_from == 0 and self.step == int(fail_at):
+            raise RuntimeError(f"injected failure after step {self.step} (fail_after_step)")
+
+    def _check_finite(self, loss: torch.Tensor, mlm_loss: torch.Tensor, reg_values: dict[str, float]) -> None:
+        """Raise TrialError on every worker at once when any worker's loss is NaN or infinite."""
+        bad = torch.tensor([0.0 if bool(torch.isfinite(loss.detach())) else 1.0], dtype=torch.float64)
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            bad = bad.to(_collective_device())
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        if float(bad) > 0:
+            step = self.step + 1
+            raise TrialError(
+                f"non-finite loss at step {step}: loss={float(loss.detach()):.6g} "
+                f"(mlm_loss={float(mlm_loss.detach()):.6g}, unc3={reg_values['unc3']:.6g}, "
+                f"alpha={self.spec.nc3.alpha:g}, lr={self.optimizer.param_groups[0]['lr']:.3g}); "
+                "lower train.lr or nc3.alpha, or set train.grad_clip"
+            )
+
+    def _report(self, metrics: dict[str, float], *, save: bool) -> None:
+        import ray.train
+
+        self.last_metrics = metrics
+        if self.rank == 0:
+            shown = ", ".join(
+                f"{k.removeprefix('train/')}={v:.4g}" for k, v in metrics.items() if k in _SHOWN
+            )
+            print(f"[ncsearch train] step {self.step}/{self.spec.train.steps}: {shown}", flush=True)
+        if not save:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="ncsearch-ckpt-") as folder:
+            if self.rank == 0:
+                state = TrainState(
+                    step=self.step,
+                    optimizer=self.optimizer.state_dict(),
+                    scheduler=self.scheduler.state_dict(),
+                    nc3=self.regularizer.state_dict(),
+                    meta={
+                        "steps": self.spec.train.steps,
+                        "seed": self.spec.train.seed,
+                        "world_size": self.world_size,
+                        "baseline": self.spec.baseline,
+                        "metrics": metrics,
+                    },
+                )
+                write_checkpoint(Path(folder), model=self.model, tokenizer=self.tokenizer, state=state)
+                checkpoint = ray.train.Checkpoint.from_directory(folder)
+            else:
+                checkpoint = None
+            ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{self.step:06d}")
+
+    # ----- cleanup ----------------------------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        self.wrapped = self.model = None
+        for name in ("optimizer", "scheduler", "regularizer", "batches", "head"):
+            if hasattr(self, name):
+                setattr(self, name, None)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+_SHOWN = ("train/loss", "train/mlm_loss", "train/unc3", "train/nc3", "train/lr", "train/tokens_per_s")
+
+
+# ----- setup helpers: each gets only its slice of the spec -------------------------------------------
+
+
+def _build_regularizer(tokenizer: Any, nc3: Any, corpus: list[str], data_root: Path) -> Any:
+    """NC3 statistics on the vocabulary subset of `nc3.vocab` (built against this model's tokenizer)."""
+    from ncsearch.collapse import NC3Regularizer
+    from ncsearch.vocab import build_vocab
+
+    vocab = nc3.vocab
+    subset = build_vocab(
+        tokenizer,
+        source=vocab.source,
+        size=vocab.size,
+        policy=vocab.policy,
+        file=vocab.file,
+        seed=vocab.seed,
+        frequency_matched=vocab.frequency_matched,
+        corpus=corpus,
+        data_root=data_root,
+    )
+    if not subset.token_ids:
+        from ncsearch.errors import ConfigError
+
+        raise ConfigError(f"nc3.vocab (source {vocab.source!r}) has no token of this model's vocabulary")
+    return NC3Regularizer(subset.token_ids, kind=nc3.kind, means=nc3.means, ema_momentum=nc3.ema_momentum)
+
+
+def _build_optimizer(model: torch.nn.Module, train: Any) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and LayerNorm weights (the usual BERT recipe)."""
+    decay, no_decay = [], []
+    seen: set[int] = set()
+    for name, param in model.named_parameters():
+        if not param.requires_grad or id(param) in seen:
+            continue
+        seen.add(id(param))
+        (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": train.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=train.lr)
+
+
+def _build_scheduler(optimizer: torch.optim.Optimizer, train: Any) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over `ceil(warmup_ratio * steps)` steps, then linear decay to 0 at `steps`.
+
+    The warm-up starts at lr/(warmup+1) rather than 0 so that the first step is not wasted.
+    """
+    total = train.steps
+    warmup = int(math.ceil(train.warmup_ratio * total))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+

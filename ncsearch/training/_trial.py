@@ -1,0 +1,190 @@
+"""One trial's training run: a TorchTrainer (Ray Train V2) over `train_loop_per_worker`.
+
+`fit_trial` is what the search's trial driver and `ncsearch train` call. Running it again with the
+same `storage_path` and `name` resumes the run: Train V2 restores its checkpoint manager from the run
+folder, and the workers continue from the latest checkpoint (`ray.train.get_checkpoint()`). A Tune
+trial retried after a failure therefore loses at most `checkpoint_every` steps.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ncsearch.errors import ConfigError, NcsearchError, TrialError
+
+if TYPE_CHECKING:
+    from ncsearch.config import SearchSpec
+
+__all__ = ["TrainOutcome", "build_trainer", "enable_train_v2", "fit_trial", "metrics_log", "read_metrics_log"]
+
+V2_ENV = "RAY_TRAIN_V2_ENABLED"
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """The final checkpoint folder (its `model/` loads with load_mlm) and the last reported metrics."""
+
+    checkpoint_dir: Path
+    metrics: dict[str, float]
+
+    @property
+    def model_dir(self) -> Path:
+        return self.checkpoint_dir / "model"
+
+
+def enable_train_v2() -> None:
+    """Select Ray Train V2 (must happen before `ray.train` is first imported) and check that it took."""
+    os.environ.setdefault(V2_ENV, "1")
+    from ray.train.v2._internal.constants import is_v2_enabled
+
+    if not is_v2_enabled():
+        raise NcsearchError(f"ncsearch needs Ray Train V2, but {V2_ENV}={os.environ.get(V2_ENV)!r}; unset it or set it to 1")
+
+
+def metrics_log(path: str | Path) -> Any:
+    """A Train callback appending every report of the run to the JSON-lines file `path`."""
+    enable_train_v2()
+    from ncsearch.training._callbacks import MetricsLog
+
+    return MetricsLog(path)
+
+
+def read_metrics_log(path: str | Path) -> list[dict[str, Any]]:
+    """The rows a `metrics_log` callback wrote, numbers restored (NaN included)."""
+    import json
+
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows.append({k: (float(v) if v in ("nan", "inf", "-inf") else v) for k, v in row.items()})
+    return rows
+
+
+def build_trainer(
+    spec: SearchSpec,
+    *,
+    data_root: str | Path,
+    storage_path: str | Path,
+    name: str,
+    model_path: str,
+    callbacks: Sequence[Any] = (),
+    max_failures: int = 0,
+    num_to_keep: int = 2,
+    extra_config: dict[str, Any] | None = None,
+) -> Any:
+    """The TorchTrainer of one trial (not started). `extra_config` is merged into the worker config."""
+    enable_train_v2()
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from ncsearch.training._recipe import train_loop_per_worker
+
+    resources = spec.resources
+    per_worker: dict[str, float] = {"CPU": float(resources.cpus_per_worker)}
+    if resources.gpus_per_worker > 0:
+        per_worker["GPU"] = float(resources.gpus_per_worker)
+    config = {"spec": spec.to_dict(), "data_root": str(data_root), "model_path": str(model_path)}
+    config.update(extra_config or {})
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(
+            num_workers=resources.workers_per_trial,
+            use_gpu=resources.gpus_per_worker > 0,
+            resources_per_worker=per_worker,
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(Path(storage_path).expanduser().resolve()),
+            callbacks=list(callbacks),
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
+        ),
+    )
+
+
+def fit_trial(
+    spec: SearchSpec,
+    *,
+    data_root: str | Path,
+    storage_path: str | Path,
+    name: str,
+    callbacks: Sequence[Any] = (),
+    model_path: str | None = None,
+    max_failures: int = 0,
+) -> TrainOutcome:
+    """Train one concrete spec on Ray Train and return its final checkpoint.
+
+    `model_path` defaults to `ensure_model(spec.model)` (a no-op when the search driver already
+    resolved it). `max_failures` is Ray Train's worker-restart budget within this call (0: a failure
+    ends the call; the Tune trial retry then resumes from the checkpoint). Raises TrialError with the
+    worker's reason when training fails (e.g. "non-finite loss at step N: ...").
+    """
+    if not spec.is_concrete():
+        raise ConfigError(f"a training run needs fixed values; still searched: {', '.join(spec.distributions())}")
+    if model_path is None:
+        from ncsearch.models import ensure_model
+
+        model_path = ensure_model(spec.model, data_root=Path(data_root))
+    trainer = build_trainer(
+        spec,
+        data_root=data_root,
+        storage_path=storage_path,
+        name=name,
+        model_path=model_path,
+        callbacks=callbacks,
+        max_failures=max_failures,
+    )
+    from ray.train import TrainingFailedError
+
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as err:
+        raise TrialError(failure_reason(err)) from err
+    if result.error is not None:
+        raise TrialError(failure_reason(result.error)) from result.error
+    if result.checkpoint is None:
+        raise TrialError(f"training run {name!r} finished without a checkpoint")
+    metrics = {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return TrainOutcome(checkpoint_dir=Path(result.checkpoint.path), metrics=metrics)
+
+
+def failure_reason(err: BaseException) -> str:
+    """One line saying why a Train run failed: the workers' own message (a TrialError's text) when
+    there is one, else the first line of the error."""
+    failures = getattr(err, "worker_failures", None) or {}
+    for rank in sorted(failures):
+        cause = failures[rank]
+        found = _find_trial_error(cause)
+        if found:
+            return found
+    for rank in sorted(failures):
+        return f"worker {rank} failed: {_first_line(failures[rank])}"
+    return _first_line(err)
+
+
+def _find_trial_error(error: BaseException) -> str | None:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, TrialError):
+            return str(current)
+        cause = getattr(current, "cause", None)
+        current = cause if isinstance(cause, BaseException) else (current.__cause__ or current.__context__)
+    # Errors that crossed a process boundary may only keep their text.
+    text = str(error)
+    marker = "TrialError: "
+    if marker in text:
+        return text.split(marker, 1)[1].splitlines()[0].strip()
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".strip()

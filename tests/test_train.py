@@ -1,0 +1,220 @@
+"""Real Ray Train V2 runs of the training recipe on `minilm-l6` (the short test adaptation).
+
+One local Ray instance (2 CPUs) serves the whole module. Runs are kept to a few steps of 4 sequences
+of at most 32 tokens; they check behaviour (metrics, checkpoints, resume, DDP equivalence, failure
+reasons), not model quality.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ncsearch.config import SearchSpec, parse_spec
+from ncsearch.errors import TrialError
+
+BASE: dict[str, Any] = {
+    "name": "train-test",
+    "model": "minilm-l6",
+    "baseline": "mlm",
+    "train": {
+        "steps": 2,
+        "batch_size": 4,
+        "max_length": 32,
+        "report_every": 1,
+        "checkpoint_every": 2,
+        "max_train_sentences": 16,
+        "seed": 3,
+    },
+    # every position, so the gender words of the short batches give several classes from step 1
+    "nc3": {"alpha": 0.0, "positions": "all", "vocab": {"source": "gender", "size": 60}},
+    "eval": {"suite": "custom", "benchmarks": ["stereoset", "perplexity"]},
+    "objectives": [{"metric": "stereoset/gender/icat", "mode": "max"}, {"metric": "perplexity/pppl", "mode": "min"}],
+    "resources": {"workers_per_trial": 1, "cpus_per_worker": 1},
+}
+
+
+def make_spec(**overrides: Any) -> SearchSpec:
+    """BASE with dotted overrides, e.g. make_spec(**{"nc3.alpha": 10.0})."""
+    data = copy.deepcopy(BASE)
+    for dotted, value in overrides.items():
+        node = data
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return parse_spec(data)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def model_path(data_root):
+    from ncsearch.models import ensure_model
+
+    return ensure_model("minilm-l6", data_root=data_root)
+
+
+@pytest.fixture()
+def fit(ray_session, model_path, data_root, tmp_path):
+    """Run fit_trial on a spec; returns (outcome, per-report history)."""
+    from ncsearch.train import fit_trial
+    from ncsearch.training import metrics_log, read_metrics_log
+
+    def run(spec: SearchSpec, name: str = "run"):
+        log = tmp_path / f"{name}.jsonl"
+        outcome = fit_trial(
+            spec, data_root=data_root, storage_path=tmp_path / "runs", name=name, callbacks=[metrics_log(log)], model_path=model_path
+        )
+        return outcome, read_metrics_log(log)
+
+    return run
+
+
+TRAIN_KEYS = ("train/loss", "train/mlm_loss", "train/unc3", "train/nc3", "train/lr", "train/tokens_per_s")
+
+
+def check_run(outcome, history, spec: SearchSpec) -> None:
+    steps = spec.train.steps
+    assert [row["step"] for row in history] == list(range(1, steps + 1))
+    assert outcome.metrics["step"] == steps
+    for row in history:
+        for key in TRAIN_KEYS:
+            assert math.isfinite(row[key]), (key, row)
+        assert row["train/nc3_classes"] >= 2
+        assert row["train/tokens_per_s"] > 0
+        # one step per window on one worker: the total is the MLM loss plus alpha times UNC3
+        assert row["train/loss"] == pytest.approx(row["train/mlm_loss"] + spec.nc3.alpha * row["train/unc3"], rel=1e-5)
+    assert history[-1]["checkpoint"] == str(outcome.checkpoint_dir)
+    assert outcome.checkpoint_dir.name == f"checkpoint_{steps:06d}"
+    for name in ("model/config.json", "model/model.safetensors", "model/tokenizer.json", "state.pt", "meta.json"):
+        assert (outcome.checkpoint_dir / name).is_file(), name
+
+
+@pytest.mark.parametrize(
+    ("baseline", "alpha"),
+    [
+        ("mlm", 0.0),
+        ("cda", 10.0),
+        ("dropout", 10.0),
+        ("bec", 10.0),
+        pytest.param("cda", 0.0, marks=pytest.mark.slow),
+        pytest.param("dropout", 0.0, marks=pytest.mark.slow),
+        pytest.param("bec", 0.0, marks=pytest.mark.slow),
+    ],
+)
+def test_each_baseline_trains_with_and_without_nc3(fit, baseline, alpha):
+    spec = make_spec(baseline=baseline, **{"nc3.alpha": alpha})
+    outcome, history = fit(spec, name=f"{baseline}-{alpha:g}")
+    check_run(outcome, history, spec)
+    if alpha > 0:
+        assert history[0]["train/loss"] > history[0]["train/mlm_loss"]
+    if baseline == "dropout":
+        import json
+
+        config = json.loads((outcome.model_dir / "config.json").read_text())
+        assert (config["hidden_dropout_prob"], config["attention_probs_dropout_prob"]) == (0.20, 0.15)
+
+
+# ----- the reference run: mlm + NC3, 4 steps, checkpoint after 2 ----------------------------------------
+
+RESUME = {"nc3.alpha": 10.0, "train.steps": 4, "train.checkpoint_every": 2}
+
+
+@pytest.fixture(scope="module")
+def reference(ray_session, model_path, data_root, tmp_path_factory):
+    from ncsearch.train import fit_trial
+    from ncsearch.training import metrics_log, read_metrics_log
+
+    folder = tmp_path_factory.mktemp("reference")
+    spec = make_spec(**RESUME)
+    outcome = fit_trial(
+        spec, data_root=data_root, storage_path=folder / "runs", name="reference", callbacks=[metrics_log(folder / "log.jsonl")], model_path=model_path
+    )
+    return spec, outcome, read_metrics_log(folder / "log.jsonl")
+
+
+def test_mlm_with_nc3_reports_checkpoints_and_a_loadable_model(reference, model_path):
+    import torch
+
+    from ncsearch.models import load_mlm
+
+    spec, outcome, history = reference
+    check_run(outcome, history, spec)
+    assert [row.get("checkpoint", "").rsplit("/", 1)[-1] for row in history] == ["", "checkpoint_000002", "", "checkpoint_000004"]
+    # warm-up then linear decay (ceil(0.1 * 4) = 1 warm-up step)
+    assert [row["train/lr"] for row in history] == pytest.approx([2.5e-5, 5e-5, 3.3333e-5, 1.6667e-5], rel=1e-3)
+    # NC3 statistics are cumulative: the number of observed classes never drops
+    classes = [row["train/nc3_classes"] for row in history]
+    assert classes == sorted(classes)
+    trained, _ = load_mlm(str(outcome.model_dir))
+    base, _ = load_mlm(model_path)
+    emb_trained = trained.get_input_embeddings().weight
+    emb_base = base.get_input_embeddings().weight
+    assert emb_trained.shape == emb_base.shape and not torch.equal(emb_trained, emb_base)
+
+
+def test_a_restarted_run_continues_from_its_last_checkpoint(reference, ray_session, model_path, data_root, tmp_path):
+    from ray.train import TrainingFailedError
+
+    from ncsearch.train import build_trainer, fit_trial
+    from ncsearch.training import failure_reason, metrics_log, read_metrics_log
+
+    spec, _, ref_history = reference
+    log = tmp_path / "log.jsonl"
+    common = dict(data_root=data_root, storage_path=tmp_path / "runs", name="resumed")
+    trainer = build_trainer(
+        spec, model_path=model_path, callbacks=[metrics_log(log)], extra_config={"fail_after_step": 2}, **common
+    )
+    with pytest.raises(TrainingFailedError) as failed:
+        trainer.fit()
+    assert "injected failure after step 2" in failure_reason(failed.value)
+    assert [row["step"] for row in read_metrics_log(log)] == [1, 2]
+
+    outcome = fit_trial(spec, model_path=model_path, callbacks=[metrics_log(log)], **common)  # same name: resume
+    history = read_metrics_log(log)
+    assert [row["step"] for row in history] == [1, 2, 3, 4]
+    assert [row["train/resumed_from"] for row in history] == [0, 0, 2, 2]
+    assert outcome.metrics["step"] == 4
+    # the curve continues exactly where the uninterrupted run went (same data, masks, dropout, optimizer)
+    for mine, ref in zip(history, ref_history):
+        for key in ("train/loss", "train/mlm_loss", "train/unc3", "train/nc3", "train/lr", "train/nc3_classes"):
+            assert mine[key] == pytest.approx(ref[key], rel=1e-5, abs=1e-7), (mine["step"], key)
+    assert history[2]["train/mlm_loss"] != pytest.approx(ref_history[0]["train/mlm_loss"], rel=1e-3)
+
+
+def test_two_workers_see_the_same_nc3_statistics_as_one(fit):
+    # no dropout, so a worker's features do not depend on how the batch is split
+    common = {"baseline": "dropout", "baseline_options.dropout": {"hidden_dropout": 0.0, "attention_dropout": 0.0}}
+    common.update({"nc3.alpha": 10.0, "train.steps": 1, "train.checkpoint_every": 1})
+    _, one = fit(make_spec(**common), name="one-worker")
+    _, two = fit(make_spec(**common, **{"resources.workers_per_trial": 2}), name="two-workers")
+    for key in ("train/unc3", "train/nc3", "train/nc3_classes", "train/mlm_loss", "train/loss"):
+        assert two[0][key] == pytest.approx(one[0][key], rel=1e-5), key
+    assert one[0]["train/nc3_classes"] >= 2
+
+
+def test_a_non_finite_loss_fails_the_trial_with_its_reason(fit):
+    spec = make_spec(**{"nc3.alpha": 1e39})  # alpha * UNC3 overflows float32
+    with pytest.raises(TrialError, match=r"^non-finite loss at step 1: loss=inf \(mlm_loss=[0-9.]+, unc3=0\.\d+"):
+        fit(spec, name="diverges")
+
+
+def test_fit_trial_refuses_an_open_spec(tmp_path, data_root):
+    from ncsearch.errors import ConfigError
+    from ncsearch.train import fit_trial
+
+    spec = make_spec(**{"nc3.alpha": {"loguniform": [0.1, 10.0]}})
+    with pytest.raises(ConfigError, match="still searched: nc3.alpha"):
+        fit_trial(spec, data_root=data_root, storage_path=tmp_path, name="open")
