@@ -123,7 +123,8 @@ class BecProBenchmark(Benchmark):
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         logprobs = score_masked(model, tm_requests + tam_requests, batch_size=self.batch_size, pad_id=pad_id)
         n = len(frame)
-        table = frame[[c for c in ("Sentence", "Person", "Gender", "Profession", "Prof_Gender", "Template")
+        table = frame[[c for c in ("Sentence", "Sent_TM", "Sent_TAM", "Person", "Gender", "Profession",
+                                 "Prof_Gender", "Template")
                        if c in frame.columns]].copy()
         table["log_p_tm"] = [float(lp[0]) for lp in logprobs[:n]]
         table["log_p_tam"] = [float(lp[0]) for lp in logprobs[n:]]
