@@ -1,15 +1,65 @@
-"""`ncsearch ui`: ui (not implemented yet; see the open issues)."""
+"""`ncsearch ui [RUN_DIR | SPACE.yaml | NAME]`: the MLflow UI on 127.0.0.1 over a search's store.
+
+Starts `mlflow ui` (in its own process group: MLflow 3 starts helper processes) and stops the whole
+group on Ctrl-C. With no argument it serves the most recently used run directory under `runs/`.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from ncsearch.errors import NcsearchError
-
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("target", nargs="?", default=None,
+                        help="a run directory, a search-space YAML file or a search name (default: the latest run under runs/)")
+    parser.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
+    parser.add_argument("--tracking-uri", default=None, help="serve this tracking store instead")
+    parser.add_argument("--storage", default=None, help="folder holding run directories (default: runs)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="overrides applied when TARGET is a YAML file (to find its run directory)")
 
 
 def main(args: argparse.Namespace) -> int:
-    raise NcsearchError("'ncsearch ui' is not implemented yet")
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ncsearch._locate import locate_store
+    from ncsearch.errors import UserInputError
+
+    if not 0 < args.port < 65536:
+        raise UserInputError(f"--port must be 1..65535, got {args.port}")
+    where = locate_store(args.target, tracking_uri=args.tracking_uri, storage=args.storage, overrides=args.overrides)
+    if where.tracking_uri.startswith(("http://", "https://")):
+        print(f"{where.tracking_uri} is a tracking server already; open it in a browser")
+        return 0
+    exe = Path(sys.executable).with_name("mlflow")
+    command = [str(exe) if exe.is_file() else (shutil.which("mlflow") or "mlflow"), "ui",
+               "--backend-store-uri", where.tracking_uri, "--host", "127.0.0.1", "--port", str(args.port)]
+    print(f"serving {where.tracking_uri} ({where.how})")
+    if where.experiment:
+        print(f"experiment: {where.experiment}")
+    print(f"MLflow UI: http://127.0.0.1:{args.port}   (Ctrl-C stops it)", flush=True)
+    proc = subprocess.Popen(command, start_new_session=True)
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _terminate)  # `kill` also stops the server group (finally below)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass

@@ -1,0 +1,380 @@
+"""MLflow layout of a search (DESIGN.md §8), written from the driver process only.
+
+- Experiment: `spec.tracking.experiment` or the search's `name`.
+- Parent run, one per search run directory (a `--resume` continues the same parent run): the YAML as
+  an artifact (`search_space.yaml`, plus `spec.yaml`, the effective spec after overrides), tags
+  `ncsearch.git_sha`, `ncsearch.ray_address`, `ncsearch.version`, `ncsearch.run_dir`, and the
+  objectives as the tag `ncsearch.objectives` (JSON) so `ncsearch pareto` can rebuild the front from
+  MLflow alone. At the end: pareto.csv/.png/.html, all_trials.csv and the metric `pareto/hypervolume`.
+- Child run per trial, nested under the parent (`mlflow.parentRunId`): the resolved spec as flat
+  dotted params, step metrics (`train/*`), the final eval metrics, eval details as JSON artifacts. A
+  trial that fails for good ends FAILED with the reason in the tag `ncsearch.failure_reason`.
+
+Why one writer in the driver: Tune callbacks run in the driver, so the Ray workers never import
+MLflow or need the tracking URI, and a SQLite store never sees concurrent writers. The default store
+is `sqlite:///<run dir>/mlflow.db` with artifacts in `<run dir>/mlartifacts`; any tracking URI works
+(an `mlflow server` keeps its own artifact store).
+
+`SearchTracker` keeps its run ids in `<run dir>/tracking.json` so a restarted driver (`--resume`)
+continues the same parent run and the same child run per trial.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ncsearch.errors import NcsearchError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from ncsearch.config import SearchSpec
+    from ncsearch.pareto import ParetoInfo
+
+__all__ = [
+    "ROLE_TAG",
+    "SearchTracker",
+    "TrackingState",
+    "default_tracking_uri",
+    "failure_reason",
+    "flatten_params",
+    "load_trials",
+    "searched_keys",
+]
+
+ROLE_TAG = "ncsearch.role"
+OBJECTIVES_TAG = "ncsearch.objectives"
+TRIAL_TAG = "ncsearch.trial_id"
+REASON_TAG = "ncsearch.failure_reason"
+STATE_FILE = "tracking.json"
+
+_MAX_PARAM_LEN = 6000
+_BATCH = 100
+
+
+def default_tracking_uri(run_dir: str | Path) -> str:
+    """`sqlite:///<abs run dir>/mlflow.db` (four slashes for an absolute path)."""
+    return f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
+
+
+def flatten_params(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested plain data -> `{dotted.key: str(value)}` (lists as JSON), as MLflow params want it."""
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and not _is_distribution(value):
+            out.update(flatten_params(value, path + "."))
+        else:
+            text = json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
+            out[path] = text[:_MAX_PARAM_LEN]
+    return out
+
+
+def _is_distribution(value: Mapping[str, Any]) -> bool:
+    from ncsearch.config import DIST_KINDS
+
+    return len(value) == 1 and next(iter(value)) in DIST_KINDS
+
+
+def searched_keys(parent_params: Mapping[str, str]) -> list[str]:
+    """The dotted keys a search varied, read back from its parent run's params."""
+    keys = []
+    for key, text in parent_params.items():
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(value, dict) and _is_distribution(value):
+                keys.append(key)
+    return keys
+
+
+def _finite_metrics(values: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if math.isfinite(float(value)):
+            out[key] = float(value)
+    return out
+
+
+def _git_sha() -> str:
+    """The commit of the ncsearch checkout, '<sha>-dirty' with local changes, or 'unknown'."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def failure_reason(error_text: str) -> str:
+    """The one-line reason in a Ray/Tune error file: the last 'SomeError: message' line."""
+    pattern = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)):?\s*(.*)$")
+    for line in reversed([ln for ln in error_text.splitlines() if ln.strip()]):
+        match = pattern.match(line)
+        if match:
+            name = match.group(1).rsplit(".", 1)[-1]
+            return f"{name}: {match.group(2)}".strip().rstrip(":")[:4000]
+    lines = [ln.strip() for ln in error_text.splitlines() if ln.strip()]
+    return (lines[-1] if lines else "unknown error")[:4000]
+
+
+class TrackingState:
+    """`<run dir>/tracking.json`: the tracking URI, experiment and run ids of one search run."""
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / STATE_FILE
+        self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.data.setdefault("trials", {})
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tracking.", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.data, f, indent=2, sort_keys=True)
+        os.replace(tmp, self.path)
+
+
+class SearchTracker:
+    """MLflow client for one search run directory: creates/continues the parent and child runs.
+
+    Uses `MlflowClient` with explicit run ids (no fluent "active run" state), so trials that run
+    concurrently never log into each other's runs.
+    """
+
+    def __init__(self, run_dir: str | Path, *, tracking_uri: str | None = None, experiment: str | None = None):
+        self.run_dir = Path(run_dir).resolve()
+        self.state = TrackingState(self.run_dir)
+        uri = tracking_uri or self.state.data.get("tracking_uri") or default_tracking_uri(self.run_dir)
+        name = experiment or self.state.data.get("experiment")
+        if not name:
+            raise NcsearchError(f"{self.run_dir}: no experiment name given and no {STATE_FILE} to read it from")
+        self.tracking_uri, self.experiment = uri, name
+        self._client: MlflowClient | None = None
+        self._experiment_id: str | None = None
+
+    # ----- plumbing ------------------------------------------------------------------------------
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            exp = self.client.get_experiment_by_name(self.experiment)
+            if exp is None:
+                artifact_location = None
+                if self.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in self.tracking_uri:
+                    # A local store: keep artifacts beside it rather than in ./mlruns of the cwd.
+                    artifact_location = (self.run_dir / "mlartifacts").as_uri()
+                try:
+                    self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=artifact_location)
+                except Exception:  # created concurrently by another search with the same name
+                    exp = self.client.get_experiment_by_name(self.experiment)
+                    if exp is None:
+                        raise
+                    self._experiment_id = exp.experiment_id
+            else:
+                self._experiment_id = exp.experiment_id
+        return self._experiment_id
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles callbacks with the Tuner; the client reconnects lazily after unpickling.
+        state = self.__dict__.copy()
+        state["_client"] = None
+        return state
+
+    def _log(self, run_id: str, *, metrics: Mapping[str, float] | None = None, step: int = 0,
+             params: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        ms = [Metric(k, v, now, step) for k, v in _finite_metrics(metrics or {}).items()]
+        ps = [Param(k, v) for k, v in (params or {}).items()]
+        ts = [RunTag(k, str(v)[:_MAX_PARAM_LEN]) for k, v in (tags or {}).items()]
+        for i in range(0, len(ms), 1000):
+            self.client.log_batch(run_id, metrics=ms[i:i + 1000])
+        for i in range(0, len(ps), _BATCH):
+            self.client.log_batch(run_id, params=ps[i:i + _BATCH])
+        for i in range(0, len(ts), _BATCH):
+            self.client.log_batch(run_id, tags=ts[i:i + _BATCH])
+
+    # ----- parent run ----------------------------------------------------------------------------
+
+    def start_parent(self, spec: SearchSpec, *, yaml_path: str | Path | None, ray_address: str | None,
+                     resume: bool = False) -> str:
+        """Create the parent run (or, on resume, reopen the one in tracking.json) and log the spec."""
+        from ncsearch import __version__
+
+        data = self.state.data
+        parent = data.get("parent_run_id") if resume else None
+        if parent is not None:
+            self.client.update_run(parent, status="RUNNING")
+            self._log(parent, tags={"ncsearch.resumed_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                    "ncsearch.ray_address": ray_address or "local"})
+            return parent
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            tags={
+                ROLE_TAG: "parent",
+                "ncsearch.git_sha": _git_sha(),
+                "ncsearch.ray_address": ray_address or "local",
+                "ncsearch.version": __version__,
+                "ncsearch.run_dir": str(self.run_dir),
+                OBJECTIVES_TAG: json.dumps([{"metric": o.metric, "mode": o.mode} for o in spec.objectives]),
+                "mlflow.note.content": spec.description or "",
+            },
+        )
+        parent = run.info.run_id
+        plain = spec.to_dict()
+        self._log(parent, params={**flatten_params(plain), "search.num_trials": str(spec.search.num_samples)})
+        import yaml
+
+        if yaml_path is not None and Path(yaml_path).is_file():
+            self.client.log_text(parent, Path(yaml_path).read_text(encoding="utf-8"), "search_space.yaml")
+        self.client.log_text(parent, yaml.safe_dump(plain, sort_keys=False), "spec.yaml")
+        data.update({"tracking_uri": self.tracking_uri, "experiment": self.experiment,
+                     "experiment_id": self.experiment_id, "parent_run_id": parent, "trials": {}})
+        self.state.save()
+        return parent
+
+    @property
+    def parent_run_id(self) -> str:
+        run_id = self.state.data.get("parent_run_id")
+        if not run_id:
+            raise NcsearchError("the parent run has not been started")
+        return run_id
+
+    def finish_parent(self, info: ParetoInfo | None, artifact_dir: str | Path | None, *, status: str = "FINISHED",
+                      counts: Mapping[str, float] | None = None) -> None:
+        """Log the Pareto artifacts and hypervolume on the parent run and close it."""
+        parent = self.parent_run_id
+        metrics = dict(counts or {})
+        if info is not None:
+            metrics["pareto/hypervolume"] = info.hypervolume
+            metrics["pareto/front_size"] = float(len(info.front))
+            if info.reference:
+                self._log(parent, tags={"ncsearch.hypervolume_reference": json.dumps(info.reference)})
+        self._log(parent, metrics=metrics)
+        if artifact_dir is not None:
+            for path in sorted(Path(artifact_dir).iterdir()):
+                if path.is_file():
+                    self.client.log_artifact(parent, str(path), artifact_path="pareto")
+        self.client.set_terminated(parent, status=status)
+
+    # ----- child runs ----------------------------------------------------------------------------
+
+    def child_run_id(self, trial_id: str) -> str | None:
+        return self.state.data["trials"].get(trial_id)
+
+    def start_trial(self, trial_id: str, *, params: Mapping[str, Any], trial_name: str | None = None) -> str:
+        """Create the trial's nested child run, or reopen it when the trial restarts (retry/resume)."""
+        existing = self.child_run_id(trial_id)
+        if existing is not None:
+            run = self.client.get_run(existing)
+            attempts = int(run.data.tags.get("ncsearch.attempts", "1")) + 1
+            self.client.update_run(existing, status="RUNNING")
+            self._log(existing, tags={"ncsearch.attempts": str(attempts)})
+            return existing
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=trial_name or trial_id,
+            tags={"mlflow.parentRunId": self.parent_run_id, ROLE_TAG: "trial", TRIAL_TAG: trial_id,
+                  "ncsearch.attempts": "1"},
+        )
+        self._log(run.info.run_id, params=params)
+        self.state.data["trials"][trial_id] = run.info.run_id
+        self.state.save()
+        return run.info.run_id
+
+    def log_step(self, trial_id: str, metrics: Mapping[str, Any], *, step: int) -> None:
+        run_id = self.child_run_id(trial_id)
+        if run_id is not None:
+            self._log(run_id, metrics=metrics, step=step)
+
+    def finish_trial(self, trial_id: str, metrics: Mapping[str, Any], *, artifact_dir: str | Path | None = None,
+                     tags: Mapping[str, str] | None = None) -> None:
+        run_id = self.child_run_id(trial_id)
+        if run_id is None:
+            return
+        self._log(run_id, metrics=metrics, tags=tags)
+        if artifact_dir is not None and Path(artifact_dir).is_dir():
+            self.client.log_artifacts(run_id, str(artifact_dir), artifact_path="eval")
+        self.client.set_terminated(run_id, status="FINISHED")
+
+    def fail_trial(self, trial_id: str, reason: str, *, error_text: str | None = None) -> None:
+        run_id = self.child_run_id(trial_id)
+        if run_id is None:
+            return
+        self._log(run_id, tags={REASON_TAG: reason})
+        if error_text:
+            self.client.log_text(run_id, error_text, "error.txt")
+        self.client.set_terminated(run_id, status="FAILED")
+
+
+# ----- reading a finished search back -------------------------------------------------------------
+
+
+def _parent_runs(client: MlflowClient, experiment_id: str) -> list[Any]:
+    return client.search_runs([experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'parent'",
+                              order_by=["attributes.start_time DESC"])
+
+
+def load_trials(experiment: str, *, tracking_uri: str, parent_run_id: str | None = None):
+    """The trials of the latest (or the given) parent run of `experiment`, read from MLflow.
+
+    Returns `(trials DataFrame, objectives [(metric, mode)], parent run)`: one row per child run with
+    columns trial, status, mlflow_run_id, param.<key> for each searched field, every final metric
+    and `error` (the failure reason) for failed trials.
+    """
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise NcsearchError(f"no experiment {experiment!r} at {tracking_uri} (found: {', '.join(names) or 'none'})")
+    if parent_run_id is None:
+        parents = _parent_runs(client, exp.experiment_id)
+        if not parents:
+            raise NcsearchError(f"experiment {experiment!r} has no ncsearch search run")
+        parent = parents[0]
+    else:
+        parent = client.get_run(parent_run_id)
+    objectives = [(o["metric"], o["mode"]) for o in json.loads(parent.data.tags.get(OBJECTIVES_TAG, "[]"))]
+    searched = searched_keys(parent.data.params)
+    children = client.search_runs([exp.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+                                  order_by=["attributes.start_time ASC"], max_results=10000)
+    rows = []
+    for run in children:
+        row: dict[str, Any] = {"trial": run.data.tags.get(TRIAL_TAG, run.info.run_name),
+                               "status": run.info.status, "mlflow_run_id": run.info.run_id}
+        row.update({f"param.{k}": run.data.params.get(k) for k in searched})
+        row.update(run.data.metrics)
+        if REASON_TAG in run.data.tags:
+            row["error"] = run.data.tags[REASON_TAG]
+        rows.append(row)
+    return pd.DataFrame(rows), objectives, parent
