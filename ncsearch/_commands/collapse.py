@@ -40,9 +40,12 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="draw the random control uniformly instead of frequency-matched on the corpus")
     parser.add_argument("--corpus", choices=("gap",), default="gap", help="text to run the model on")
     parser.add_argument("--max-sentences", type=int, default=None, metavar="N", help="use the first N sentences")
-    parser.add_argument("--features", choices=("encoder", "head"), default="encoder")
-    parser.add_argument("--positions", choices=("all", "masked"), default="all")
-    parser.add_argument("--label-shift", type=int, choices=(0, 1), default=0)
+    parser.add_argument("--features", choices=("encoder", "head"), default="encoder",
+                        help="last encoder layer (the paper) or the MLM transform output (what W classifies)")
+    parser.add_argument("--positions", choices=("all", "masked"), default="all",
+                        help="every token of the unmasked text, or a seeded 15%% of tokens replaced by the mask")
+    parser.add_argument("--label-shift", type=int, choices=(0, 1), default=0,
+                        help="pair the feature at t with the token at t+shift (1 = the paper's code)")
     parser.add_argument("--min-count", type=int, default=2, help="classes with fewer tokens are left out")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=128)
@@ -114,12 +117,16 @@ def main(args: argparse.Namespace) -> int:
     if not studied.token_ids:
         raise NcsearchError(f"no word of the {args.vocab!r} subset is a token of {args.model!r}")
 
-    result = collapse_study(
-        model, tokenizer, sentences, {name: v.token_ids for name, v in subsets.items()},
-        features=args.features, positions=args.positions, label_shift=args.label_shift,
-        batch_size=args.batch_size, max_length=args.max_length, min_count=args.min_count,
-        n_boot=args.bootstrap, seed=args.seed,
-    )
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("corpus pass", total=len(sentences))
+        result = collapse_study(
+            model, tokenizer, sentences, {name: v.token_ids for name, v in subsets.items()},
+            features=args.features, positions=args.positions, label_shift=args.label_shift,
+            batch_size=args.batch_size, max_length=args.max_length, min_count=args.min_count,
+            n_boot=args.bootstrap, seed=args.seed, progress=lambda done: bar.update(task, completed=done),
+        )
 
     console = Console()
     table = Table(title=f"Neural collapse on {args.model} ({result.sentences} sentences, "

@@ -8,7 +8,7 @@ All subsets share one forward pass per batch (the expensive part); each keeps it
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -64,6 +64,7 @@ def collapse_study(
     n_boot: int = 1000,
     seed: int = 0,
     mlm_probability: float = 0.15,
+    progress: Callable[[int], None] | None = None,
 ) -> StudyResult:
     """NC1-NC4 with bootstrap intervals for each named vocabulary subset over `texts`.
 
@@ -71,6 +72,7 @@ def collapse_study(
     mask token) and measures at those positions; "all" reads the unmasked text at every position.
     NC4's linear rule includes the decoder bias for features="head" (the model's actual classifier on
     those features) and uses W alone for features="encoder" (as the paper's code does).
+    `progress(n)` is called with the number of sentences done after each batch.
     """
     from ncsearch.heads import encode, mlm_head
 
@@ -111,6 +113,8 @@ def collapse_study(
                     acc.update(feats, tokens)
                 inside = torch.isin(tokens.cpu(), union)
                 kept.append((feats.cpu()[inside].float(), tokens.cpu()[inside]))
+                if progress is not None:
+                    progress(min(start + batch_size, len(order)))
             # pass 2 (inside inference mode too: the accumulators were created there)
             bias = head.bias if features == "head" else None
             for feats, tokens in kept:
