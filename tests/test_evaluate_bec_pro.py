@@ -29,7 +29,7 @@ def _plain_association(model, tokenizer, row) -> float:
 def test_batched_equals_one_at_a_time(tiny_mlm, data_root):
     model, tokenizer = tiny_mlm
     result = BecProBenchmark(data_root, limit=24, batch_size=5, seed=1).score(model, tokenizer)
-    table = result.details["bec_pro/rows"]
+    table = result.details["rows"]
     assert len(table) == 24 and (table.groupby(["Prof_Gender", "Gender"]).size() == 4).all()
     assert (table["person_pieces"] == 1).all()
     for _, row in table.iterrows():

@@ -45,7 +45,7 @@ def _plain_logprobs(model, tokenizer, text, start, end, words, also_mask=()):
 def test_batched_equals_one_at_a_time(tiny_mlm, data_root):
     model, tokenizer = tiny_mlm
     result = WinoBiasBenchmark(data_root, limit=24, batch_size=7, seed=2).score(model, tokenizer)
-    table = result.details["winobias/sentences"]
+    table = result.details["sentences"]
     assert len(table) == 24 and (table.groupby(["stereotype", "type"]).size() == 6).all()
     by_key = {(s.stereotype, s.type, s.index): s for s in load_winobias(data_root, "dev")}
     for _, row in table.iterrows():

@@ -24,7 +24,6 @@ of two), and the log-ratio is computed from float64 log-softmax values.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -130,4 +129,4 @@ class BecProBenchmark(Benchmark):
         table["log_p_tam"] = [float(lp[0]) for lp in logprobs[n:]]
         table["association"] = table["log_p_tm"] - table["log_p_tam"]
         table["person_pieces"] = pieces
-        return BenchmarkResult(summarise(table), {"bec_pro/rows": table})
+        return BenchmarkResult(summarise(table), {"rows": table})

@@ -210,81 +210,97 @@ class GlueBenchmark(Benchmark):
             mask[row, : len(ids[i])] = 1
         return input_ids.to(device), mask.to(device)
 
-    def _run_task(self, model: Any, tokenizer: Any, key: str, number: int) -> tuple[dict[str, float], pd.DataFrame]:
+    def _fine_tune(self, clf: _Classifier, ids: list[list[int]], labels: Any, pad_id: int,
+                   rng: np.random.Generator) -> tuple[int, list[float]]:
+        """AdamW with linear warm-up and decay over `epochs` shuffled passes, at most `max_steps` steps."""
+        import torch
+
+        steps_per_epoch = math.ceil(len(ids) / self.train_batch_size)
+        total = max(1, min(self.max_steps, self.epochs * steps_per_epoch))
+        warmup = int(self.warmup_ratio * total)
+        decay = [p for p in clf.encoder.parameters() if p.ndim > 1]
+        no_decay = [p for p in clf.encoder.parameters() if p.ndim <= 1]
+        optimizer = torch.optim.AdamW([
+            {"params": decay, "lr": self.lr, "weight_decay": self.weight_decay},
+            {"params": no_decay, "lr": self.lr, "weight_decay": 0.0},
+            {"params": list(clf.head.parameters()), "lr": self.head_lr, "weight_decay": 0.0},
+        ])
+
+        def lr_factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        regression = clf.head.out_features == 1
+        clf.train(True)
+        losses: list[float] = []
+        while len(losses) < total:
+            order = rng.permutation(len(ids))
+            for start in range(0, len(ids), self.train_batch_size):
+                if len(losses) == total:
+                    break
+                rows = order[start : start + self.train_batch_size].tolist()
+                input_ids, mask = self._batch(ids, rows, pad_id, clf.device)
+                logits = clf(input_ids, mask).float()
+                target = labels[rows].to(clf.device)
+                if regression:
+                    loss = torch.nn.functional.mse_loss(logits[:, 0], target)
+                else:
+                    loss = torch.nn.functional.cross_entropy(logits, target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(clf.parameters(), 1.0)
+                optimizer.step()
+                schedule.step()
+                losses.append(float(loss.detach()))
+        clf.train(False)
+        return total, losses
+
+    def _predict(self, clf: _Classifier, ids: list[list[int]], pad_id: int) -> np.ndarray:
+        """Head outputs (N, num_labels) for every sequence, in length-sorted batches."""
+        import torch
+
+        outputs = np.zeros((len(ids), clf.head.out_features))
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start : start + self.batch_size]
+                input_ids, mask = self._batch(ids, rows, pad_id, clf.device)
+                outputs[rows] = clf(input_ids, mask).double().cpu().numpy()
+        return outputs
+
+    def _run_task(self, model: Any, tokenizer: Any, key: str) -> tuple[dict[str, float], dict[str, Any]]:
         import torch
 
         from ncsearch.data import load_glue
 
         task = TASKS[key]
+        # The task's own number seeds it, so a task's result does not depend on which others run.
+        number = list(TASKS).index(key)
         rng = np.random.default_rng([self.seed, number])
         train = _sample(load_glue(self.data_root, task.folder, "train"), self.max_train, rng)
         dev = _sample(load_glue(self.data_root, task.folder, "dev"), self.max_dev, rng)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        train_ids, dev_ids = self._encode(tokenizer, train), self._encode(tokenizer, dev)
-        dtype = torch.float32 if task.num_labels == 1 else torch.long
-        train_labels = torch.tensor(train["label"].to_numpy(), dtype=dtype)
-
-        steps_per_epoch = math.ceil(len(train) / self.train_batch_size)
-        total = max(1, min(self.max_steps, self.epochs * steps_per_epoch))
-        warmup = int(self.warmup_ratio * total)
+        labels = torch.tensor(train["label"].to_numpy(), dtype=torch.float32 if task.num_labels == 1 else torch.long)
         device = next(model.parameters()).device
-        forked = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=forked):
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
             torch.manual_seed(self.seed * 1000 + number)
             clf = _Classifier(model, task.num_labels, self.dropout)
-            decay = [p for n, p in clf.encoder.named_parameters() if p.ndim > 1]
-            no_decay = [p for n, p in clf.encoder.named_parameters() if p.ndim <= 1]
-            optimizer = torch.optim.AdamW([
-                {"params": decay, "lr": self.lr, "weight_decay": self.weight_decay},
-                {"params": no_decay, "lr": self.lr, "weight_decay": 0.0},
-                {"params": list(clf.head.parameters()), "lr": self.head_lr, "weight_decay": 0.0},
-            ])
-            schedule = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda step: (step + 1) / (warmup + 1) if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
-            )
-            clf.train(True)
-            losses, step = [], 0
-            while step < total:
-                for start in range(0, len(train), self.train_batch_size):
-                    if step == total:
-                        break
-                    if start == 0:
-                        order = rng.permutation(len(train))
-                    rows = order[start : start + self.train_batch_size].tolist()
-                    input_ids, mask = self._batch(train_ids, rows, pad_id, clf.device)
-                    outputs = clf(input_ids, mask)
-                    labels = train_labels[rows].to(clf.device)
-                    if task.num_labels == 1:
-                        loss = torch.nn.functional.mse_loss(outputs[:, 0].float(), labels)
-                    else:
-                        loss = torch.nn.functional.cross_entropy(outputs.float(), labels)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(clf.parameters(), 1.0)
-                    optimizer.step()
-                    schedule.step()
-                    losses.append(float(loss.detach()))
-                    step += 1
-            clf.train(False)
-            outputs = np.zeros((len(dev), task.num_labels))
-            order = sorted(range(len(dev)), key=lambda i: -len(dev_ids[i]))
-            with torch.inference_mode():
-                for start in range(0, len(order), self.batch_size):
-                    rows = order[start : start + self.batch_size]
-                    input_ids, mask = self._batch(dev_ids, rows, pad_id, clf.device)
-                    outputs[rows] = clf(input_ids, mask).double().cpu().numpy()
+            steps, losses = self._fine_tune(clf, self._encode(tokenizer, train), labels, pad_id, rng)
+            outputs = self._predict(clf, self._encode(tokenizer, dev), pad_id)
         scores = task.evaluate(dev["label"].to_numpy(), outputs)
-        summary = pd.DataFrame([{"task": key, "train_examples": len(train), "dev_examples": len(dev), "steps": total,
-                                 "first_loss": losses[0], "last_loss": losses[-1], **scores}])
+        summary = {"task": key, "train_examples": len(train), "dev_examples": len(dev), "steps": steps,
+                   "first_loss": losses[0], "last_loss": losses[-1], **scores}
         return scores, summary
 
     def score(self, model: Any, tokenizer: Any) -> BenchmarkResult:
         metrics: dict[str, float] = {}
         summaries, task_scores = [], []
-        for number, key in enumerate(self.tasks):
-            scores, summary = self._run_task(model, tokenizer, key, number)
+        for key in self.tasks:
+            scores, summary = self._run_task(model, tokenizer, key)
             metrics |= {f"glue/{key}/{name}": value for name, value in scores.items()}
             task_scores.append(float(np.mean([scores[name] for name in TASKS[key].metrics])))
             summaries.append(summary)
         metrics["glue/average"] = float(np.mean(task_scores))
-        return BenchmarkResult(metrics, {"glue/tasks": pd.concat(summaries, ignore_index=True)})
+        return BenchmarkResult(metrics, {"tasks": pd.DataFrame.from_records(summaries)})

@@ -240,4 +240,4 @@ class SeatBenchmark(Benchmark):
             records.append({"test": test, "effect_size": size, "p_value": p_value}
                            | {f"n_{role}": len(texts) for role, texts in groups.items()})
         metrics["seat/mean_abs_effect_size"] = float(np.mean([abs(r["effect_size"]) for r in records]))
-        return BenchmarkResult(metrics, {"seat/tests": pd.DataFrame.from_records(records)})
+        return BenchmarkResult(metrics, {"tests": pd.DataFrame.from_records(records)})

@@ -115,7 +115,8 @@ def masked_pronoun_request(
     targets = []
     for word in candidates:
         ids = tokenizer(fill(word), add_special_tokens=True)["input_ids"]
-        if len(ids) != len(masked) or ids[:position] != masked[:position] or ids[position + 1 :] != masked[position + 1 :]:
+        elsewhere_equal = ids[:position] == masked[:position] and ids[position + 1 :] == masked[position + 1 :]
+        if len(ids) != len(masked) or not elsewhere_equal:
             raise DataError(f"WinoBias sentence {text!r}: pronoun {word!r} is not a single token for this tokenizer")
         targets.append(ids[position])
     return MaskedRequest(list(masked), [position] * len(targets), targets)
@@ -188,4 +189,4 @@ class WinoBiasBenchmark(Benchmark):
         metrics = summarise(table)
         for kind in sorted(table["type"].unique()):
             metrics |= summarise(table[table["type"] == kind], prefix=f"winobias/type{kind}")
-        return BenchmarkResult(metrics, {"winobias/sentences": table})
+        return BenchmarkResult(metrics, {"sentences": table})
