@@ -1,0 +1,55 @@
+"""`ncsearch eval`: the gender suite end to end on the adapted MiniLM-L6, and its input errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from ncsearch.cli import main
+from ncsearch.config import SUITES
+
+LIMITS = ["stereoset=8", "crows_pairs=9", "seat=4", "bec_pro=12", "winobias=8", "perplexity=2"]
+
+
+def test_eval_gender_suite_on_minilm_writes_finite_metrics_and_tables(tmp_path, data_root, capsys):
+    out = tmp_path / "eval.json"
+    args = ["eval", "minilm-l6", "--suite", "gender", "--data-dir", str(data_root), "--json", str(out),
+            "--batch-size", "32", "--no-progress"]
+    for limit in LIMITS:
+        args += ["--limit", limit]
+    assert main(args) == 0
+    payload = json.loads(out.read_text())
+    metrics = payload["metrics"]
+    assert payload["benchmarks"] == list(SUITES["gender"])
+    for name in SUITES["gender"]:
+        assert any(key.startswith(f"{name}/") for key in metrics), name
+    assert all(math.isfinite(value) for value in metrics.values())
+    for key in ("stereoset/gender/ss", "crows_pairs/gender/score", "perplexity/pppl"):
+        assert key in metrics
+    # An adapted model is a language model: far below the uniform pseudo-perplexity (30,522).
+    assert 1.0 < metrics["perplexity/pppl"] < 5000
+    assert 0.0 <= metrics["stereoset/overall/lms"] <= 100.0
+    stereoset = pd.read_csv(tmp_path / "eval.stereoset.examples.csv")
+    assert len(stereoset) == 8 and set(stereoset["bias_type"]) == {"gender", "race", "religion", "profession"}
+    crows = pd.read_csv(tmp_path / "eval.crows_pairs.pairs.csv")
+    assert len(crows) == 9
+    assert "crows_pairs/gender/score" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        (["--limit", "crows_pairs"], "NAME=N"),
+        (["--limit", "stereoset=0"], "positive integer"),
+        (["--limit", "nope=3"], "unknown benchmark 'nope'"),
+        (["--benchmarks", "stereoset", "--limit", "glue=3"], "not run"),
+        (["--benchmarks", "nope"], "unknown benchmark 'nope'"),
+    ],
+)
+def test_eval_rejects_bad_input_with_exit_2(flag, message, capsys, tmp_path):
+    assert main(["eval", str(tmp_path / "no-model"), *flag]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("ncsearch eval: error:")

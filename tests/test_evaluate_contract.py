@@ -1,0 +1,62 @@
+"""The one test case every registered benchmark must pass on a tiny random masked LM.
+
+- metrics are finite Python floats under keys that start with "<name>/";
+- `limit` is respected: a larger limit makes the benchmark run the encoder on more sequences
+  (counted with a module forward hook, whatever the benchmark does with the model);
+- results are deterministic: two fresh instances with the same seed give identical metrics;
+- details are pandas DataFrames.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from ncsearch.evaluate import BenchmarkResult, available, get_benchmark
+
+# Per benchmark (small, large) limits; a pseudo-perplexity passage alone is ~60 sequences.
+LIMITS = {"perplexity": (2, 3)}
+DEFAULT_LIMITS = (4, 24)
+
+
+def test_every_contract_benchmark_is_registered():
+    assert set(available()) >= {"stereoset", "crows_pairs", "seat", "bec_pro", "winobias", "perplexity", "glue"}
+
+
+def _run(name, data_root, model, tokenizer, limit):
+    """The result, and how many sequences went through a BERT encoder while scoring (a global hook,
+    so that copies a benchmark fine-tunes, as GLUE does, are counted too)."""
+    seen = [0]
+
+    def count(module, args, output):
+        if type(module).__name__ == "BertModel":
+            seen[0] += int(output[0].shape[0])
+
+    hook = torch.nn.modules.module.register_module_forward_hook(count)
+    try:
+        result = get_benchmark(name)(data_root, limit=limit, batch_size=8, seed=0).score(model, tokenizer)
+    finally:
+        hook.remove()
+    return result, seen[0]
+
+
+@pytest.mark.parametrize("name", available())
+def test_benchmark_contract(name, tiny_mlm, data_root):
+    model, tokenizer = tiny_mlm
+    small, large = LIMITS.get(name, DEFAULT_LIMITS)
+    first, small_count = _run(name, data_root, model, tokenizer, small)
+    assert isinstance(first, BenchmarkResult)
+    assert first.metrics, f"{name} returned no metrics"
+    for key, value in first.metrics.items():
+        assert key.startswith(f"{name}/"), key
+        assert isinstance(value, float) and math.isfinite(value), (key, value)
+    assert all(isinstance(table, pd.DataFrame) for table in first.details.values())
+
+    again, _ = _run(name, data_root, model, tokenizer, small)
+    assert again.metrics == first.metrics
+
+    _, large_count = _run(name, data_root, model, tokenizer, large)
+    assert 0 < small_count < large_count, (small_count, large_count)
