@@ -54,6 +54,7 @@ class _Window:
     def reset(self) -> None:
         self.steps = 0
         self.loss = 0.0
+        self.mlm = 0.0
         self.mlm_weighted = 0.0
         self.masked = 0.0
         self.tokens = 0.0
@@ -63,6 +64,7 @@ class _Window:
     def add(self, *, loss: float, mlm_loss: float, masked: int, tokens: int, extra: dict[str, float]) -> None:
         self.steps += 1
         self.loss += loss
+        self.mlm += mlm_loss
         self.mlm_weighted += mlm_loss * masked
         self.masked += masked
         self.tokens += tokens
@@ -70,10 +72,16 @@ class _Window:
             self.extra[key] = self.extra.get(key, 0.0) + value
 
     def reduce(self, world_size: int) -> dict[str, float]:
-        """Window averages over all workers (one small all-reduce when distributed)."""
+        """Window averages over all workers (one small all-reduce when distributed).
+
+        train/mlm_loss is weighted by masked tokens, so it is the loss of the global batch whatever
+        the number of workers; train/loss adds the mean of the other terms (alpha * NC3, a
+        baseline's own terms) to it.
+        """
         keys = sorted(self.extra)
         values = torch.tensor(
-            [self.loss, self.mlm_weighted, self.masked, self.tokens] + [self.extra[k] for k in keys], dtype=torch.float64
+            [self.loss - self.mlm, self.mlm_weighted, self.masked, self.tokens] + [self.extra[k] for k in keys],
+            dtype=torch.float64,
         )
         if world_size > 1:
             import torch.distributed as dist
@@ -82,14 +90,15 @@ class _Window:
             dist.all_reduce(values)
             values = values.cpu()
         elapsed = max(time.perf_counter() - self.started, 1e-9)
-        steps = max(self.steps, 1)
+        per_step = max(self.steps, 1) * world_size
+        mlm = float(values[1] / values[2]) if float(values[2]) > 0 else float("nan")
         out = {
-            "train/loss": float(values[0]) / (steps * world_size),
-            "train/mlm_loss": float(values[1] / values[2]) if float(values[2]) > 0 else float("nan"),
+            "train/loss": mlm + float(values[0]) / per_step,
+            "train/mlm_loss": mlm,
             "train/tokens_per_s": float(values[3]) / elapsed,
         }
         for i, key in enumerate(keys):
-            out[f"train/{key}"] = float(values[4 + i]) / (steps * world_size)
+            out[f"train/{key}"] = float(values[4 + i]) / per_step
         return out
 
 

@@ -8,6 +8,7 @@ generator state to save, and the masking of a global batch does not depend on th
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 import numpy as np
@@ -15,19 +16,13 @@ import torch
 
 __all__ = ["derive_seed", "generator", "seed_everything"]
 
-_MIX = 0x9E3779B97F4A7C15  # 64-bit golden-ratio constant (splitmix64)
 _MASK = (1 << 63) - 1
 
 
 def derive_seed(seed: int, *keys: int) -> int:
-    """A well-mixed 63-bit seed from `seed` and integer `keys` (splitmix64 rounds)."""
-    x = seed & 0xFFFFFFFFFFFFFFFF
-    for key in keys:
-        x = (x + _MIX + (key & 0xFFFFFFFFFFFFFFFF)) & 0xFFFFFFFFFFFFFFFF
-        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-        x ^= x >> 31
-    return x & _MASK
+    """A 63-bit seed from `seed` and integer `keys` (a hash, so nearby inputs give unrelated seeds)."""
+    text = ",".join(str(int(v)) for v in (seed, *keys)).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big") & _MASK
 
 
 def generator(seed: int, *keys: int) -> torch.Generator:
