@@ -102,6 +102,15 @@ class _Window:
         return out
 
 
+def _peak_rss_mb() -> float:
+    """This worker process's peak resident memory so far, in MiB (Linux reports KiB)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
 def _collective_device() -> torch.device:
     import torch.distributed as dist
 
@@ -252,6 +261,7 @@ class TrainingRecipe:
                         "train/nc3_classes": reg_values["classes"],
                         "train/lr": lr,
                         "train/resumed_from": self.resumed_from,
+                        "train/peak_rss_mb": _peak_rss_mb(),
                     }
                 )
                 self._report(metrics, save=save)
