@@ -1,0 +1,67 @@
+"""A smoke search logging to a real `mlflow server` on 127.0.0.1, and `ncsearch ui` serving a run.
+
+Marked slow: each starts real servers and the second runs a full smoke search (about as long as the
+default smoke test).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import urllib.request
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest_search import REPO, SMOKE, env, free_port, kill_group, mlflow_server, ncsearch, run, wait_http
+
+pytestmark = pytest.mark.slow
+
+
+def test_smoke_search_against_an_mlflow_server(tmp_path):
+    with mlflow_server(tmp_path / "server") as url:
+        proc = run("run", str(SMOKE), "--storage", str(tmp_path / "runs"), "--tracking-uri", url)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        client = MlflowClient(url)
+        exp = client.get_experiment_by_name("smoke")
+        parents = client.search_runs([exp.experiment_id], filter_string="tags.`ncsearch.role` = 'parent'")
+        assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+        parent = parents[0].info.run_id
+        children = client.search_runs([exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
+        assert len(children) == 2
+        assert all(c.info.status == "FINISHED" and "perplexity/pppl" in c.data.metrics for c in children)
+        # artifacts went through the server's proxy into its artifact store
+        png = client.download_artifacts(parent, "pareto/pareto.png", str(tmp_path / "dl"))
+        assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+        assert list((tmp_path / "server" / "artifacts").rglob("pareto.png"))
+        # nothing was written to a local store in the run directory
+        assert not (tmp_path / "runs" / "smoke" / "mlflow.db").exists()
+        # the front can be read back from the server alone
+        shown = run("pareto", "smoke", "--tracking-uri", url, timeout=300)
+        assert shown.returncode == 0, shown.stderr
+        assert "hypervolume" in shown.stdout and "2 trials, 2 finished" in shown.stdout
+
+
+def test_ui_serves_the_run_directory_store(tmp_path):
+    from ncsearch.config import load_spec
+    from ncsearch.tracking import SearchTracker
+
+    spec = load_spec(SMOKE)
+    tracker = SearchTracker(tmp_path / "smoke", experiment="smoke")
+    tracker.start_parent(spec, yaml_path=SMOKE, ray_address=None)
+    port = free_port()
+    proc = subprocess.Popen(ncsearch("ui", str(tmp_path / "smoke"), "--port", str(port)), cwd=REPO, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().startswith("serving sqlite:///")
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/health", proc=proc)
+        with urllib.request.urlopen(f"{url}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=smoke") as r:
+            assert json.load(r)["experiment"]["name"] == "smoke"
+        proc.send_signal(signal.SIGTERM)  # ncsearch ui stops the server's whole process group
+        proc.wait(timeout=60)
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"{url}/health", timeout=5)
+    finally:
+        kill_group(proc)
