@@ -161,6 +161,52 @@ def test_cache_key_follows_the_settings(adapted_minilm, monkeypatch, data_root):
     assert other != path and other.parent == path.parent and not other.exists()
 
 
+def test_concurrent_caller_waits_for_the_lock_and_reuses_the_result(monkeypatch, data_root, capfd):
+    """While another process holds the lock (simulated here), ensure_model waits, then finds the
+    finished folder and returns it without adapting a second time."""
+    import shutil
+    import threading
+    import time
+
+    from filelock import FileLock
+
+    monkeypatch.setenv(STEPS_ENV, "7")  # a key no other test adapts
+    target = adapted_model_dir("minilm-l6", data_root=data_root)
+    assert not target.exists()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(target) + ".lock")
+    lock.acquire()
+    result: dict[str, object] = {}
+
+    def call() -> None:
+        try:
+            result["path"] = ensure_model("minilm-l6", data_root=data_root)
+        except BaseException as err:  # surfaced by the assertion below
+            result["error"] = err
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    try:
+        seen, deadline = "", time.monotonic() + 120
+        while "waiting for another process" not in seen and time.monotonic() < deadline and thread.is_alive():
+            time.sleep(0.2)
+            seen += capfd.readouterr().err
+        assert "waiting for another process" in seen, (seen, result)
+        # the "other process" finishes: a complete folder appears, then the lock is released
+        target.mkdir()
+        (target / "config.json").write_text("{}")
+        (target / METRICS_FILE).write_text('{"written_by": "the other process"}')
+    finally:
+        lock.release()
+        thread.join(timeout=120)
+    try:
+        assert result.get("path") == str(target), result
+        assert json.loads((target / METRICS_FILE).read_text()) == {"written_by": "the other process"}
+        assert "adapting once" not in capfd.readouterr().err
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+
+
 @pytest.mark.slow
 def test_full_adaptation_predicts_both_pronouns(monkeypatch, data_root):
     """The real default adaptation (minutes on 2 cores): the "done when" check of issue 3."""
