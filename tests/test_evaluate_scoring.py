@@ -60,3 +60,28 @@ def test_mean_pool_ignores_padding():
     hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
     mask = torch.tensor([[1, 1, 0]])
     assert mean_pool(hidden, mask).tolist() == [[2.0, 3.0]]
+
+
+def test_duplicate_sequences_and_positions_are_scored_once_with_the_same_values(tiny_mlm):
+    model, tokenizer = tiny_mlm
+    ids = tokenizer.encode("the cat sat on the mat")
+    masked = list(ids)
+    masked[2] = tokenizer.mask_token_id
+    other = list(ids)
+    other[3] = tokenizer.mask_token_id
+    requests = [
+        MaskedRequest(masked, [2], [ids[2]]),
+        MaskedRequest(other, [3], [ids[3]]),
+        MaskedRequest(masked, [2], [1000]),  # same sequence and position, another target
+        MaskedRequest(masked, [2, 4], [ids[2], ids[4]]),
+    ]
+    seen = []
+    handle = model.bert.register_forward_hook(lambda module, args, output: seen.append(output[0].shape[0]))
+    try:
+        got = score_masked(model, requests, batch_size=8)
+    finally:
+        handle.remove()
+    assert seen == [2]  # two distinct sequences in one batch
+    for request, values in zip(requests, got):
+        np.testing.assert_allclose(values, _full_forward(model, request), atol=1e-5)
+    assert got[0][0] == got[3][0]

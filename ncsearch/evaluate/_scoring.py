@@ -71,10 +71,12 @@ def score_masked(
 ) -> list[np.ndarray]:
     """Log-probabilities (float64) of each request's `targets` at its `positions`.
 
-    Requests are sorted by length and padded per batch (attention mask 0 on padding), the encoder runs
-    once per batch, and the MLM head (`ncsearch.heads.mlm_head`) is applied only to the hidden states
-    at the requested positions. `progress`, when given, is called with the number of requests done
-    after each batch (for progress bars).
+    Requests with identical `input_ids` share one encoder row (StereoSet's three candidates share
+    the masked context of their first word piece), and a position asked for several targets gets
+    the head once. Unique sequences are sorted by length and padded per batch of `batch_size`
+    (attention mask 0 on padding); the MLM head (`ncsearch.heads.mlm_head`) runs only at the
+    requested positions. `progress`, when given, is called with the number of requests done after
+    each batch (for progress bars).
     """
     from ncsearch.heads import encode, mlm_head
 
@@ -86,43 +88,48 @@ def score_masked(
     hook = _PROGRESS_HOOK.get()
     if hook is not None:
         hook(len(requests), 0)
+    members: dict[tuple[int, ...], list[int]] = {}
+    for i, request in enumerate(requests):
+        members.setdefault(tuple(request.input_ids), []).append(i)
+    sequences = list(members)
     head = mlm_head(model)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            for batch in _buckets([len(r.input_ids) for r in requests], batch_size):
-                width = max(len(requests[i].input_ids) for i in batch)
+            for batch in _buckets([len(seq) for seq in sequences], batch_size):
+                width = max(len(sequences[u]) for u in batch)
                 ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
-                rows: list[int] = []
-                cols: list[int] = []
-                targets: list[int] = []
-                for row, i in enumerate(batch):
-                    request = requests[i]
-                    ids[row, : len(request.input_ids)] = torch.tensor(request.input_ids, dtype=torch.long)
-                    mask[row, : len(request.input_ids)] = 1
-                    rows.extend([row] * len(request.positions))
-                    cols.extend(request.positions)
-                    targets.extend(request.targets)
-                if rows:
+                slots: dict[tuple[int, int], int] = {}  # (row, position) -> row of the head output
+                picks: list[tuple[int, list[int], list[int]]] = []  # (request, head rows, targets)
+                done = 0
+                for row, u in enumerate(batch):
+                    ids[row, : len(sequences[u])] = torch.tensor(sequences[u], dtype=torch.long)
+                    mask[row, : len(sequences[u])] = 1
+                    for i in members[sequences[u]]:
+                        request = requests[i]
+                        rows = [slots.setdefault((row, p), len(slots)) for p in request.positions]
+                        picks.append((i, rows, request.targets))
+                        done += 1
+                if slots:
+                    where = torch.tensor(list(slots), dtype=torch.long, device=device)
                     hidden = encode(model, ids.to(device), mask.to(device))
-                    at = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
-                    logprobs = torch.log_softmax(head.logits(at).float(), dim=-1)
-                    picked = logprobs.gather(1, torch.tensor(targets, device=device)[:, None])[:, 0]
-                    flat = picked.double().cpu().numpy()
+                    logprobs = torch.log_softmax(head.logits(hidden[where[:, 0], where[:, 1]]).float(), dim=-1)
+                    sel_rows = torch.tensor([r for _, rows, _ in picks for r in rows], dtype=torch.long, device=device)
+                    sel_targets = torch.tensor([t for _, _, ts in picks for t in ts], dtype=torch.long, device=device)
+                    flat = logprobs[sel_rows, sel_targets].double().cpu().numpy()
                 else:
                     flat = np.zeros(0, dtype=np.float64)
                 start = 0
-                for i in batch:
-                    count = len(requests[i].positions)
-                    results[i] = flat[start : start + count].copy()
-                    start += count
+                for i, rows, _ in picks:
+                    results[i] = flat[start : start + len(rows)].copy()
+                    start += len(rows)
                 if progress is not None:
-                    progress(len(batch))
+                    progress(done)
                 if hook is not None:
-                    hook(0, len(batch))
+                    hook(0, done)
     finally:
         model.train(was_training)
     return results
