@@ -121,3 +121,19 @@ def test_nothing_to_search_is_a_config_error():
 def test_degenerate_float_range_is_a_config_error():
     with pytest.raises(ConfigError, match="single value"):
         translate(spec(nc3={"alpha": {"uniform": [1.0, 1.0]}}))
+
+
+@pytest.mark.parametrize("name", ["alpha", "smoke", "vocab", "baseline", "modes"])
+def test_shipped_search_spaces_translate(name):
+    from pathlib import Path
+
+    from ncsearch.config import load_spec
+
+    path = Path(__file__).resolve().parents[1] / "search_spaces" / f"{name}.yaml"
+    plan = translate(load_spec(path))
+    assert plan.param_space and not plan.notes
+    assert len(plan.metrics) >= 2
+    if name == "baseline":
+        assert plan.num_samples == 8  # 4 baselines x NC3 off/on, the whole grid
+    if name == "modes":
+        assert plan.num_samples == 24
