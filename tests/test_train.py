@@ -218,3 +218,12 @@ def test_fit_trial_refuses_an_open_spec(tmp_path, data_root):
     spec = make_spec(**{"nc3.alpha": {"loguniform": [0.1, 10.0]}})
     with pytest.raises(ConfigError, match="still searched: nc3.alpha"):
         fit_trial(spec, data_root=data_root, storage_path=tmp_path, name="open")
+
+
+def test_fit_trial_refuses_a_batch_smaller_than_the_workers(tmp_path, data_root):
+    from ncsearch.errors import ConfigError
+    from ncsearch.train import fit_trial
+
+    spec = make_spec(**{"train.batch_size": 1, "resources.workers_per_trial": 2})
+    with pytest.raises(ConfigError, match=r"train.batch_size 1 is the global batch .* workers_per_trial \(2\)"):
+        fit_trial(spec, data_root=data_root, storage_path=tmp_path, name="small", model_path="unused")

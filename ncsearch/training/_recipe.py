@@ -18,6 +18,7 @@ One worker of a TorchTrainer (Train V2) runs `train_loop_per_worker(config)`. Th
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import tempfile
 import time
@@ -32,6 +33,9 @@ from ncsearch.training._data import MLMBatches, chunk_corpus
 from ncsearch.training._seeding import derive_seed, seed_everything
 
 __all__ = ["TrainingRecipe", "train_loop_per_worker"]
+
+# Ray Train V2 routes worker logging (and print) to the driver's console and the run's log files.
+_log = logging.getLogger(__name__)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -146,9 +150,11 @@ class TrainingRecipe:
         self.world_size = context.get_world_size()
         seed_everything(derive_seed(spec.train.seed, 0, self.rank))
 
-        resume = self._restore_state()
-        source = str(resume[1] / MODEL_DIR) if resume else self.model_path
-        model, self.tokenizer = load_mlm(source)
+        restored = self._restore()
+        if restored is None:
+            model, self.tokenizer = load_mlm(self.model_path)
+        else:
+            state, model, self.tokenizer = restored
         self.baseline = get_baseline(spec.baseline)(data_root=self.data_root, options=spec.baseline_options)
         self.model = self.baseline.prepare_model(model)
         self.model.train()
@@ -173,24 +179,31 @@ class TrainingRecipe:
         self.scheduler = _build_scheduler(self.optimizer, spec.train)
         self.step = 0
         self.last_metrics: dict[str, float] = {}
-        if resume:
-            state = resume[0]
+        if restored is not None:
             self.optimizer.load_state_dict(state.optimizer)
             self.scheduler.load_state_dict(state.scheduler)
             self.regularizer.load_state_dict(state.nc3)
+            _move_statistics(self.regularizer, self.device)
             self.step = state.step
             self.last_metrics = dict(state.meta.get("metrics", {}))
         self.resumed_from = self.step
 
-    def _restore_state(self) -> tuple[TrainState, Path] | None:
+    def _restore(self) -> tuple[TrainState, Any, Any] | None:
+        """(state, model, tokenizer) of the checkpoint Ray Train hands back on a restart, else None.
+
+        Read inside `as_directory()`: with remote storage the folder is a temporary download.
+        """
         import ray.train
+
+        from ncsearch.models import load_mlm
 
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None:
             return None
-        # Local storage (the only kind ncsearch configures) keeps the folder after the context exits.
         with checkpoint.as_directory() as folder:
-            return read_state(Path(folder)), Path(folder)
+            state = read_state(Path(folder))
+            model, tokenizer = load_mlm(str(Path(folder) / MODEL_DIR))
+        return state, model, tokenizer
 
     # ----- train ------------------------------------------------------------------------------------
 
@@ -300,7 +313,7 @@ class TrainingRecipe:
             shown = ", ".join(
                 f"{k.removeprefix('train/')}={v:.4g}" for k, v in metrics.items() if k in _SHOWN
             )
-            print(f"[ncsearch train] step {self.step}/{self.spec.train.steps}: {shown}", flush=True)
+            _log.info("[ncsearch train] step %d/%d: %s", self.step, self.spec.train.steps, shown)
         if not save:
             ray.train.report(metrics)
             return
@@ -365,6 +378,15 @@ def _build_regularizer(tokenizer: Any, nc3: Any, corpus: list[str], data_root: P
 
         raise ConfigError(f"nc3.vocab (source {vocab.source!r}) has no token of this model's vocabulary")
     return NC3Regularizer(subset.token_ids, kind=nc3.kind, means=nc3.means, ema_momentum=nc3.ema_momentum)
+
+
+def _move_statistics(regularizer: Any, device: torch.device) -> None:
+    """Put restored NC3 statistics (loaded on CPU) on the training device, where the features and the
+    all-reduce (nccl needs device tensors) are."""
+    if regularizer.sums is not None:
+        regularizer.index.to(device)
+        regularizer.sums = regularizer.sums.to(device)
+        regularizer.counts = regularizer.counts.to(device)
 
 
 def _build_optimizer(model: torch.nn.Module, train: Any) -> torch.optim.Optimizer:

@@ -127,6 +127,12 @@ def fit_trial(
     """
     if not spec.is_concrete():
         raise ConfigError(f"a training run needs fixed values; still searched: {', '.join(spec.distributions())}")
+    workers = spec.resources.workers_per_trial
+    if spec.train.batch_size < workers:
+        raise ConfigError(
+            f"train.batch_size {spec.train.batch_size} is the global batch and must be at least "
+            f"resources.workers_per_trial ({workers})"
+        )
     if model_path is None:
         from ncsearch.models import ensure_model
 
