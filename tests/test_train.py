@@ -225,5 +225,5 @@ def test_fit_trial_refuses_a_batch_smaller_than_the_workers(tmp_path, data_root)
     from ncsearch.train import fit_trial
 
     spec = make_spec(**{"train.batch_size": 1, "resources.workers_per_trial": 2})
-    with pytest.raises(ConfigError, match=r"train.batch_size 1 is the global batch .* workers_per_trial \(2\)"):
+    with pytest.raises(ConfigError, match=r"train.batch_size 1 is the global batch .* resources.workers_per_trial \(2\)"):
         fit_trial(spec, data_root=data_root, storage_path=tmp_path, name="small", model_path="unused")
