@@ -177,6 +177,25 @@ def _check_resume(spec: SearchSpec, run_dir: Path) -> None:
                           f"(top-level keys differ: {', '.join(changed)}); start a new search with another --storage or name")
 
 
+class _KnownTrialErrors:
+    """Logging filter for Tune's per-trial error tracebacks, which ncsearch already reports in one
+    line (progress output) and in full (the trial's MLflow run, error.txt); shown with --verbose."""
+
+    MESSAGES = ("Trial task failed for trial", "Trials did not complete")
+
+    def filter(self, record: Any) -> bool:
+        return not str(record.msg).startswith(self.MESSAGES)
+
+
+def _quiet_tune_errors() -> None:
+    import logging
+
+    for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _KnownTrialErrors) for f in logger.filters):
+            logger.addFilter(_KnownTrialErrors())
+
+
 def _init_ray(address: str | None, *, verbose: bool) -> None:
     import logging
 
@@ -261,6 +280,8 @@ def run_search(
     # Step results carry train/* only; the objectives arrive with the final result of each trial.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     _init_ray(address, verbose=verbose)
+    if not verbose:
+        _quiet_tune_errors()
 
     from ncsearch._tune_callbacks import ProgressCallback, TrackingCallback
 
