@@ -104,6 +104,13 @@ class ProgressCallback(Callback):
         state["_stream"] = None
         return state
 
+    def get_state(self) -> dict[str, Any]:
+        # Saved with Tune's experiment state, so a resumed search keeps counting where it stopped.
+        return {"done": self._done}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._done = int(state.get("done", 0))
+
     def _print(self, text: str) -> None:
         stream = self._stream or sys.stdout
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=stream, flush=True)

@@ -152,10 +152,12 @@ class SearchOutcome:
     finished: int
     failed: int
     expected: int
+    budget_reached: bool = False
 
     @property
     def complete(self) -> bool:
-        return self.finished + self.failed >= self.expected
+        """Every trial ran, or the search stopped at its `search.time_budget_s` as asked."""
+        return self.budget_reached or self.finished + self.failed >= self.expected
 
 
 def run_dir_for(spec: SearchSpec, storage: str | Path | None = None) -> Path:
@@ -369,7 +371,9 @@ def _finish(spec: SearchSpec, run_dir: Path, tracker: Any, trials: pd.DataFrame,
     write_pareto_artifacts(info, out_dir)
     finished = int((trials["status"] == "TERMINATED").sum()) if len(trials) else 0
     failed = int((trials["status"] == "ERROR").sum()) if len(trials) else 0
-    complete = finished + failed >= expected
+    budget = spec.search.time_budget_s
+    budget_reached = budget is not None and wall >= budget and finished + failed < expected
+    complete = budget_reached or finished + failed >= expected
     status = "FINISHED" if complete and finished else ("FAILED" if complete else "KILLED")
     tracker.finish_parent(info, out_dir, status=status,
                           counts={"trials/finished": finished, "trials/failed": failed, "search/wall_s": wall})
@@ -379,11 +383,13 @@ def _finish(spec: SearchSpec, run_dir: Path, tracker: Any, trials: pd.DataFrame,
     echo("Pareto front:")
     echo(format_front(info, extra=[c for c in info.trials.columns if c.startswith("param.")]))
     echo(f"{finished} finished, {failed} failed of {expected} trials in {wall:.0f}s; artifacts in {out_dir}")
-    if not complete:
+    if budget_reached:
+        echo(f"stopped at the time budget (search.time_budget_s = {budget:g} s)")
+    elif not complete:
         echo(f"the search stopped early; continue it with: ncsearch run ... --resume (run directory {run_dir})")
     return SearchOutcome(run_dir=run_dir, trials=trials, pareto=info, tracking_uri=tracker.tracking_uri,
                          experiment=tracker.experiment, parent_run_id=tracker.parent_run_id,
-                         finished=finished, failed=failed, expected=expected)
+                         finished=finished, failed=failed, expected=expected, budget_reached=budget_reached)
 
 
 def summary_table(info: ParetoInfo) -> str:
