@@ -12,8 +12,8 @@ import os
 import pytest
 import torch
 
-STEPS = int(os.environ.get("NCSEARCH_NC3_TEST_STEPS", "150"))
-ALPHA = 10.0
+STEPS = int(os.environ.get("NCSEARCH_NC3_TEST_STEPS", "100"))
+ALPHA = 100.0  # the weight the paper's code trains with
 BATCH, LENGTH = 8, 64
 
 
@@ -45,6 +45,7 @@ def _held_out_unc3(model, tok, sentences, vocab):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # ~5 min on an idle 2-core machine; far longer when the machine is shared
 def test_nc3_term_lowers_unc3_on_minilm(data_root):
     from ncsearch.collapse import NC3Regularizer, select_pairs, split_sentences
     from ncsearch.data import load_gap_corpus
