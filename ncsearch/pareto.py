@@ -266,8 +266,8 @@ def format_front(info: ParetoInfo, *, extra: Sequence[str] = ()) -> str:
             heads.append(c)
     rows = [[_fmt(row[c]) for c in cols] for _, row in info.front.iterrows()]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
     hv = "n/a" if not math.isfinite(info.hypervolume) else f"{info.hypervolume:.6g}"
     ref = ", ".join(f"{k}={v:.6g}" for k, v in (info.reference or {}).items())
     lines.append(f"hypervolume {hv} (reference: {ref})")
