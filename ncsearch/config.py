@@ -37,6 +37,13 @@ __all__ = [
 DIST_KINDS = ("choice", "uniform", "loguniform", "int", "grid")
 BASELINES = ("mlm", "cda", "dropout", "bec")
 BENCHMARKS = ("stereoset", "crows_pairs", "seat", "bec_pro", "winobias", "perplexity", "glue")
+# Bias types of StereoSet (gender, race, religion, profession) and CrowS-Pairs (the rest, and gender/religion).
+DOMAINS = (
+    "gender", "race", "religion", "profession", "race-color", "socioeconomic", "nationality", "age",
+    "sexual-orientation", "physical-appearance", "disability",
+)
+# The suite `gender` scores only the gender parts of StereoSet and CrowS-Pairs.
+SUITE_DOMAINS: dict[str, tuple[str, ...] | None] = {"gender": ("gender",), "full": None}
 SUITES: dict[str, tuple[str, ...]] = {
     "gender": ("stereoset", "crows_pairs", "seat", "bec_pro", "winobias", "perplexity"),
     "full": BENCHMARKS,
@@ -200,6 +207,7 @@ class EvalSpec(_Strict):
     suite: Literal["gender", "full", "custom"] = "gender"
     benchmarks: list[Literal[BENCHMARKS]] | None = None  # type: ignore[valid-type]
     limits: dict[Literal[BENCHMARKS], PositiveInt] = {}  # type: ignore[valid-type]
+    domains: Annotated[list[Literal[DOMAINS]], Field(min_length=1)] | None = None  # type: ignore[valid-type]
     batch_size: PositiveInt = 64
     seed: Annotated[int, Field(ge=0)] = 0
 
@@ -213,6 +221,12 @@ class EvalSpec(_Strict):
         if self.benchmarks:
             return tuple(self.benchmarks)
         return SUITES[self.suite]
+
+    def domain_filter(self) -> tuple[str, ...] | None:
+        """Bias types StereoSet/CrowS-Pairs keep: `domains` if given, else the suite's (gender: gender only)."""
+        if self.domains:
+            return tuple(self.domains)
+        return SUITE_DOMAINS.get(self.suite)
 
 
 class Objective(_Strict):

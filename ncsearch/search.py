@@ -110,7 +110,7 @@ def trial_driver(config: dict[str, Any], context: TrialContext) -> None:
     model, tokenizer = load_mlm(str(outcome.model_dir))
     result = run_suite(model, tokenizer, spec.eval.benchmark_names(), data_root=context.data_root,
                        limits=dict(spec.eval.limits), batch_size=spec.eval.batch_size, seed=spec.eval.seed,
-                       progress=False)
+                       domains=spec.eval.domain_filter(), progress=False)
     eval_s = time.perf_counter() - start
     eval_dir = _write_eval(trial_dir / "eval", result)
 

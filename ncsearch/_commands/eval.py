@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ncsearch.config import BENCHMARKS, SUITES
+from ncsearch.config import BENCHMARKS, DOMAINS, SUITE_DOMAINS, SUITES
 from ncsearch.errors import ConfigError
 
 
@@ -23,6 +23,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benchmarks", nargs="+", metavar="NAME", help=f"run these instead of the suite: {', '.join(BENCHMARKS)}")
     parser.add_argument("--limit", dest="limits", action="append", default=[], metavar="NAME=N",
                         help="cap a benchmark's examples (repeatable), e.g. --limit crows_pairs=100")
+    parser.add_argument("--domains", nargs="+", metavar="TYPE",
+                        help="bias types StereoSet/CrowS-Pairs keep (default: the suite's; gender for --suite gender, "
+                             "all with --benchmarks)")
     parser.add_argument("--json", dest="json_out", type=Path, metavar="OUT", help="write metrics JSON here (+ CSVs beside it)")
     parser.add_argument("--data-dir", type=Path, help="benchmark data root (default: resolved as `ncsearch data` does)")
     parser.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass (default: 64)")
@@ -91,6 +94,14 @@ def main(args: argparse.Namespace) -> int:
     from ncsearch.evaluate import run_suite
     from ncsearch.models import load_mlm
 
+    if args.domains:
+        bad = [d for d in args.domains if d not in DOMAINS]
+        if bad:
+            raise ConfigError(f"--domains: unknown bias type {bad[0]!r}; valid: {', '.join(DOMAINS)}")
+        domains: tuple[str, ...] | None = tuple(args.domains)
+    else:
+        domains = None if args.benchmarks else SUITE_DOMAINS[args.suite]
+
     data_root = resolve_data_root(args.data_dir)
     model, tokenizer = load_mlm(args.model, data_root=data_root)
     result = run_suite(
@@ -101,6 +112,7 @@ def main(args: argparse.Namespace) -> int:
         limits=limits,
         batch_size=args.batch_size,
         seed=args.seed,
+        domains=domains,
         progress=not args.no_progress,
     )
     _print_table(result.metrics)
@@ -109,6 +121,7 @@ def main(args: argparse.Namespace) -> int:
             "model": args.model,
             "benchmarks": names,
             "limits": limits,
+            "domains": list(domains) if domains else None,
             "batch_size": args.batch_size,
             "seed": args.seed,
             "data_root": str(data_root),

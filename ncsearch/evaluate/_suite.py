@@ -48,11 +48,13 @@ def run_suite(
     limits: Mapping[str, int] | None = None,
     batch_size: int = 64,
     seed: int = 0,
+    domains: Sequence[str] | None = None,
     progress: bool = True,
 ) -> BenchmarkResult:
     """Score `model` on each named benchmark, in order, and merge the results.
 
-    `limits` maps benchmark names to example caps (absent: no cap). Metrics are merged flat;
+    `limits` maps benchmark names to example caps (absent: no cap); `domains` keeps only those bias
+    types in the benchmarks that have them (the `gender` suite passes ("gender",)). Metrics are merged flat;
     details are keyed "<benchmark>/<table>", plus "suite/timings" (seconds per benchmark). Unknown
     names raise before anything runs.
     """
@@ -67,7 +69,13 @@ def run_suite(
     model.eval()
     with _progress_bars(progress) as bars:
         for name, cls in zip(names, classes):
-            benchmark = cls(Path(data_root), limit=limits.get(name), batch_size=batch_size, seed=seed)
+            benchmark = cls(
+                Path(data_root),
+                limit=limits.get(name),
+                batch_size=batch_size,
+                seed=seed,
+                domains=tuple(domains) if domains else None,
+            )
             hook_context: Any = nullcontext()
             if bars is not None:
                 task = bars.add_task(name, total=0)

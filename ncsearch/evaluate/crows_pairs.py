@@ -223,6 +223,6 @@ class CrowsPairsBenchmark(Benchmark):
     def score(self, model: Any, tokenizer: Any) -> BenchmarkResult:
         from ncsearch.data import load_crows_pairs
 
-        pairs = take_stratified(load_crows_pairs(self.data_root), "bias_type", self.limit)
+        pairs = take_stratified(self.in_domains(load_crows_pairs(self.data_root)), "bias_type", self.limit)
         table = score_pairs(model, tokenizer, pairs, batch_size=self.batch_size)
         return BenchmarkResult(aggregate_crows(table), {"pairs": table})

@@ -140,6 +140,7 @@ class StereoSetBenchmark(Benchmark):
     def score(self, model: Any, tokenizer: Any) -> BenchmarkResult:
         from ncsearch.data import load_stereoset
 
-        items = take_stratified(load_stereoset(self.data_root, kind="intrasentence"), "bias_type", self.limit)
+        items = self.in_domains(load_stereoset(self.data_root, kind="intrasentence"))
+        items = take_stratified(items, "bias_type", self.limit)
         table = score_items(model, tokenizer, items, batch_size=self.batch_size)
         return BenchmarkResult(aggregate_stereoset(table), {"examples": table})
