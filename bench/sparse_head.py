@@ -61,6 +61,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loss        full {losses['full']:.6f}   sparse {losses['sparse']:.6f}")
     print(f"train step  HF full head {t_full:8.1f} ms   sparse head {t_sparse:8.1f} ms   "
           f"speed-up {t_full / t_sparse:.2f}x  (target >= 2x)")
+    # what the ratio should be from arithmetic alone (matmul FLOPs, forward + backward = 3 x forward), to
+    # read a timing taken on a busy machine against
+    from ncsearch.heads import mlm_head
+
+    head = mlm_head(model)
+    n_head = head.weight.numel() + sum(p.numel() for p in model.cls.predictions.transform.parameters())
+    n_layers = sum(p.numel() for p in model.base_model.encoder.parameters())
+    rows, labelled = ids.numel(), int((labels != -100).sum())
+    flops_full = 6 * (n_layers + n_head) * rows
+    flops_sparse = 6 * (n_layers * rows + n_head * labelled)
+    print(f"matmul FLOPs per step: full {flops_full / 1e9:.0f} G, sparse {flops_sparse / 1e9:.0f} G, "
+          f"arithmetic ratio {flops_full / flops_sparse:.2f}x")
     print(load_note())
     return 0
 
