@@ -6,7 +6,7 @@ import pytest
 
 from ncsearch.config import EvalSpec
 from ncsearch.errors import UserInputError
-from ncsearch.evaluate import get_benchmark, run_suite
+from ncsearch.evaluate import available, get_benchmark, run_suite
 
 
 def test_domain_filter_defaults_per_suite() -> None:
@@ -34,3 +34,10 @@ def test_unknown_domain_is_a_user_error(data_root, tiny_mlm) -> None:
     bench = get_benchmark("stereoset")(data_root, limit=2, domains=("age",))
     with pytest.raises(UserInputError, match="no examples in domains"):
         bench.score(model, tokenizer)
+
+
+@pytest.mark.parametrize("name", available())
+def test_every_benchmark_accepts_the_suite_arguments(name, data_root) -> None:
+    """run_suite constructs every benchmark with the same keywords, `domains` included."""
+    bench = get_benchmark(name)(data_root, limit=4, batch_size=8, seed=1, domains=("gender",))
+    assert (bench.limit, bench.batch_size, bench.seed, bench.domains) == (4, 8, 1, ("gender",))

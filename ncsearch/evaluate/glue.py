@@ -165,6 +165,7 @@ class GlueBenchmark(Benchmark):
         limit: int | None = None,
         batch_size: int = 64,
         seed: int = 0,
+        domains: tuple[str, ...] | None = None,
         tasks: Sequence[str] = tuple(TASKS),
         max_train: int = 1000,
         max_dev: int = 1000,
@@ -178,7 +179,7 @@ class GlueBenchmark(Benchmark):
         dropout: float = 0.1,
         max_length: int = 128,
     ):
-        super().__init__(data_root, limit=limit, batch_size=batch_size, seed=seed)
+        super().__init__(data_root, limit=limit, batch_size=batch_size, seed=seed, domains=domains)
         unknown = [t for t in tasks if t not in TASKS]
         if unknown or not tasks:
             raise ConfigError(f"unknown GLUE task(s) {unknown or list(tasks)!r}; valid: {', '.join(TASKS)}")

@@ -183,11 +183,12 @@ class SeatBenchmark(Benchmark):
         limit: int | None = None,
         batch_size: int = 64,
         seed: int = 0,
+        domains: tuple[str, ...] | None = None,
         tests: Sequence[str] = DEFAULT_TESTS,
         pooling: Literal["mean", "cls"] = "mean",
         n_samples: int = N_SAMPLES,
     ):
-        super().__init__(data_root, limit=limit, batch_size=batch_size, seed=seed)
+        super().__init__(data_root, limit=limit, batch_size=batch_size, seed=seed, domains=domains)
         if pooling not in ("mean", "cls"):
             raise ConfigError(f"seat pooling must be 'mean' or 'cls', got {pooling!r}")
         if limit is not None and limit < 2:

@@ -146,8 +146,8 @@ class WinoBiasBenchmark(Benchmark):
     name = "winobias"
 
     def __init__(self, data_root: Path, *, limit: int | None = None, batch_size: int = 64, seed: int = 0,
-                 split: str = "dev"):
-        super().__init__(data_root, limit=limit, batch_size=batch_size, seed=seed)
+                 domains: tuple[str, ...] | None = None, split: str = "dev"):
+        super().__init__(data_root, limit=limit, batch_size=batch_size, seed=seed, domains=domains)
         if split not in ("dev", "test"):
             raise ConfigError(f"winobias split must be 'dev' or 'test', got {split!r}")
         self.split = split
