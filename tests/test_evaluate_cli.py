@@ -33,9 +33,12 @@ def test_eval_gender_suite_on_minilm_writes_finite_metrics_and_tables(tmp_path, 
     assert 1.0 < metrics["perplexity/pppl"] < 5000
     assert 0.0 <= metrics["stereoset/overall/lms"] <= 100.0
     stereoset = pd.read_csv(tmp_path / "eval.stereoset.examples.csv")
-    assert len(stereoset) == 8 and set(stereoset["bias_type"]) == {"gender", "race", "religion", "profession"}
+    # the gender suite scores only the gender parts of StereoSet and CrowS-Pairs
+    assert len(stereoset) == 8 and set(stereoset["bias_type"]) == {"gender"}
     crows = pd.read_csv(tmp_path / "eval.crows_pairs.pairs.csv")
-    assert len(crows) == 9
+    assert len(crows) == 9 and set(crows["bias_type"]) == {"gender"}
+    assert payload["domains"] == ["gender"]
+    assert not any(key.startswith(("stereoset/race/", "crows_pairs/race-color/")) for key in metrics)
     assert "crows_pairs/gender/score" in capsys.readouterr().out
 
 
