@@ -1,8 +1,8 @@
 """`ncsearch run --resume` after the driver was SIGKILLed mid-search.
 
 The first run is killed once its first trial has finished; the resumed run must finish the search
-with the right number of trials without running the finished one again. Marked slow: three trials
-run one after another.
+with the right number of trials without running the finished one again.
+Part of the default suite (about 130 s): three trials run one after another.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from mlflow import MlflowClient
 
 from conftest_search import REPO, SMOKE, env, kill_group, ncsearch, run
 
-pytestmark = pytest.mark.slow
 
 ARGS = ["--set", "search.num_samples=3", "--set", "search.max_concurrent=1"]
 

@@ -1,7 +1,6 @@
 """A smoke search logging to a real `mlflow server` on 127.0.0.1, and `ncsearch ui` serving a run.
 
-Marked slow: each starts real servers and the second runs a full smoke search (about as long as the
-default smoke test).
+Part of the default suite (about 95 s): each starts real servers and the first runs a full smoke search.
 """
 
 from __future__ import annotations
@@ -15,8 +14,6 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest_search import REPO, SMOKE, env, free_port, kill_group, mlflow_server, ncsearch, run, wait_http
-
-pytestmark = pytest.mark.slow
 
 
 def test_smoke_search_against_an_mlflow_server(tmp_path):
