@@ -162,10 +162,6 @@ class GlueBenchmark(Benchmark):
         self,
         data_root: Path,
         *,
-        limit: int | None = None,
-        batch_size: int = 64,
-        seed: int = 0,
-        domains: tuple[str, ...] | None = None,
         tasks: Sequence[str] = tuple(TASKS),
         max_train: int = 1000,
         max_dev: int = 1000,
@@ -178,8 +174,10 @@ class GlueBenchmark(Benchmark):
         warmup_ratio: float = 0.1,
         dropout: float = 0.1,
         max_length: int = 128,
+        **common: Any,
     ):
-        super().__init__(data_root, limit=limit, batch_size=batch_size, seed=seed, domains=domains)
+        super().__init__(data_root, **common)  # limit, batch_size, seed, domains
+        limit = self.limit
         unknown = [t for t in tasks if t not in TASKS]
         if unknown or not tasks:
             raise ConfigError(f"unknown GLUE task(s) {unknown or list(tasks)!r}; valid: {', '.join(TASKS)}")

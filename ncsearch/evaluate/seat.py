@@ -180,15 +180,13 @@ class SeatBenchmark(Benchmark):
         self,
         data_root: Path,
         *,
-        limit: int | None = None,
-        batch_size: int = 64,
-        seed: int = 0,
-        domains: tuple[str, ...] | None = None,
         tests: Sequence[str] = DEFAULT_TESTS,
         pooling: Literal["mean", "cls"] = "mean",
         n_samples: int = N_SAMPLES,
+        **common: Any,
     ):
-        super().__init__(data_root, limit=limit, batch_size=batch_size, seed=seed, domains=domains)
+        super().__init__(data_root, **common)  # limit, batch_size, seed, domains
+        limit = self.limit
         if pooling not in ("mean", "cls"):
             raise ConfigError(f"seat pooling must be 'mean' or 'cls', got {pooling!r}")
         if limit is not None and limit < 2:

@@ -145,9 +145,8 @@ class WinoBiasBenchmark(Benchmark):
 
     name = "winobias"
 
-    def __init__(self, data_root: Path, *, limit: int | None = None, batch_size: int = 64, seed: int = 0,
-                 domains: tuple[str, ...] | None = None, split: str = "dev"):
-        super().__init__(data_root, limit=limit, batch_size=batch_size, seed=seed, domains=domains)
+    def __init__(self, data_root: Path, *, split: str = "dev", **common: Any):
+        super().__init__(data_root, **common)  # limit, batch_size, seed, domains
         if split not in ("dev", "test"):
             raise ConfigError(f"winobias split must be 'dev' or 'test', got {split!r}")
         self.split = split
