@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["MaskedRequest", "mean_pool", "report_progress", "score_masked"]
+__all__ = ["MaskedRequest", "mean_pool", "pad_batch", "report_progress", "score_masked"]
 
 # Set by the suite runner so that every `score_masked` call inside a benchmark feeds its progress bar
 # without the benchmark knowing about it: hook(added_total, advanced).
@@ -52,6 +52,17 @@ class MaskedRequest:
             raise ValueError(
                 f"positions and targets differ in length: {len(self.positions)} != {len(self.targets)}"
             )
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token-id lists to the longest one: (input_ids, attention_mask), both (B, width) long."""
+    width = max(len(seq) for seq in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return input_ids, mask
 
 
 def _buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -99,15 +110,11 @@ def score_masked(
     try:
         with torch.inference_mode():
             for batch in _buckets([len(seq) for seq in sequences], batch_size):
-                width = max(len(sequences[u]) for u in batch)
-                ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                ids, mask = pad_batch([sequences[u] for u in batch], pad_id)
                 slots: dict[tuple[int, int], int] = {}  # (row, position) -> row of the head output
                 picks: list[tuple[int, list[int], list[int]]] = []  # (request, head rows, targets)
                 done = 0
                 for row, u in enumerate(batch):
-                    ids[row, : len(sequences[u])] = torch.tensor(sequences[u], dtype=torch.long)
-                    mask[row, : len(sequences[u])] = 1
                     for i in members[sequences[u]]:
                         request = requests[i]
                         rows = [slots.setdefault((row, p), len(slots)) for p in request.positions]

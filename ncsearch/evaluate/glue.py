@@ -199,14 +199,9 @@ class GlueBenchmark(Benchmark):
 
     @staticmethod
     def _batch(ids: list[list[int]], rows: Sequence[int], pad_id: int, device: Any):
-        import torch
+        from ncsearch.evaluate._scoring import pad_batch
 
-        width = max(len(ids[i]) for i in rows)
-        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for row, i in enumerate(rows):
-            input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-            mask[row, : len(ids[i])] = 1
+        input_ids, mask = pad_batch([ids[i] for i in rows], pad_id)
         return input_ids.to(device), mask.to(device)
 
     def _fine_tune(self, clf: _Classifier, ids: list[list[int]], labels: Any, pad_id: int,

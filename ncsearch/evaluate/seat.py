@@ -132,7 +132,7 @@ def encode_sentences(
     """
     import torch
 
-    from ncsearch.evaluate._scoring import mean_pool
+    from ncsearch.evaluate._scoring import mean_pool, pad_batch
     from ncsearch.heads import encode
 
     if pooling not in ("mean", "cls"):
@@ -148,12 +148,7 @@ def encode_sentences(
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
-                width = max(len(ids[i]) for i in batch)
-                input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-                    mask[row, : len(ids[i])] = 1
+                input_ids, mask = pad_batch([ids[i] for i in batch], pad_id)
                 hidden = encode(model, input_ids.to(device), mask.to(device)).double()
                 pooled = hidden[:, 0] if pooling == "cls" else mean_pool(hidden, mask.to(device))
                 pooled = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
