@@ -28,12 +28,14 @@ def test_every_contract_benchmark_is_registered():
 
 def _run(name, data_root, model, tokenizer, limit):
     """The result, and how many sequences went through a BERT encoder while scoring (a global hook,
-    so that copies a benchmark fine-tunes, as GLUE does, are counted too)."""
+    so that copies a benchmark fine-tunes, as GLUE does, are counted too). The embeddings module is
+    counted because every path runs it once per sequence: the full forward and the row encoder
+    (`evaluate._row_encoder`), which skips `BertModel.forward`."""
     seen = [0]
 
     def count(module, args, output):
-        if type(module).__name__ == "BertModel":
-            seen[0] += int(output[0].shape[0])
+        if type(module).__name__ == "BertEmbeddings":
+            seen[0] += int(output.shape[0])
 
     hook = torch.nn.modules.module.register_module_forward_hook(count)
     try:

@@ -79,6 +79,7 @@ def score_masked(
     batch_size: int = 64,
     pad_id: int = 0,
     progress: Callable[[int], None] | None = None,
+    last_layer_at_rows: bool = True,
 ) -> list[np.ndarray]:
     """Log-probabilities (float64) of each request's `targets` at its `positions`.
 
@@ -86,10 +87,12 @@ def score_masked(
     the masked context of their first word piece), and a position asked for several targets gets
     the head once. Unique sequences are sorted by length and padded per batch of `batch_size`
     (attention mask 0 on padding); the MLM head (`ncsearch.heads.mlm_head`) runs only at the
-    requested positions. `progress`, when given, is called with the number of requests done after
-    each batch (for progress bars).
+    requested positions, and for BERT-layout encoders so does the last layer
+    (`last_layer_at_rows`, see `_row_encoder`). `progress`, when given, is called with the number of
+    requests done after each batch (for progress bars).
     """
-    from ncsearch.heads import encode, mlm_head
+    from ncsearch.evaluate._row_encoder import RowEncoder, encode_rows
+    from ncsearch.heads import mlm_head
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, but got {batch_size}")
@@ -109,6 +112,7 @@ def score_masked(
     model.eval()
     try:
         with torch.inference_mode():
+            row_encoder = RowEncoder.for_model(model) if last_layer_at_rows else None
             for batch in _buckets([len(seq) for seq in sequences], batch_size):
                 ids, mask = pad_batch([sequences[u] for u in batch], pad_id)
                 slots: dict[tuple[int, int], int] = {}  # (row, position) -> row of the head output
@@ -122,8 +126,8 @@ def score_masked(
                         done += 1
                 if slots:
                     where = torch.tensor(list(slots), dtype=torch.long, device=device)
-                    hidden = encode(model, ids.to(device), mask.to(device))
-                    logprobs = torch.log_softmax(head.logits(hidden[where[:, 0], where[:, 1]]).float(), dim=-1)
+                    hidden = encode_rows(model, ids.to(device), mask.to(device), where, row_encoder)
+                    logprobs = torch.log_softmax(head.logits(hidden).float(), dim=-1)
                     sel_rows = torch.tensor([r for _, rows, _ in picks for r in rows], dtype=torch.long, device=device)
                     sel_targets = torch.tensor([t for _, _, ts in picks for t in ts], dtype=torch.long, device=device)
                     flat = logprobs[sel_rows, sel_targets].double().cpu().numpy()

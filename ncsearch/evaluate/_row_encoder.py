@@ -1,0 +1,175 @@
+"""Final encoder states at a few (row, position) pairs, with the last layer computed only there.
+
+Likelihood benchmarks need the last hidden state at one or a few masked positions per sequence, yet a
+Hugging Face forward computes the whole last layer for every token. The last layer's output at
+position t depends on every token only through the attention keys and values, so for a query row we
+need (per head h, with x the layer input and q the row's scaled query):
+
+    scores_h = x (W_k,h^T q_h)                       (no key projection of the other rows; the key
+                                                     bias adds b_k,h . q_h to every score, which
+                                                     softmax ignores)
+    context_h = (softmax(scores_h) x) W_v,h^T + b_v,h   (no value projection either)
+
+then the output projection, residual, LayerNorm and feed-forward block on that row alone. The layers
+before it run as in Hugging Face (embeddings module, fused Q/K/V projection, SDPA, post-LN blocks).
+Results equal `encode(model, ...)[rows]` up to float rounding (tests/test_evaluate_row_encoder.py);
+for 6-layer MiniLM the arithmetic per masked sentence falls by about a sixth.
+
+Only post-LN BERT-layout encoders are handled (BERT, RoBERTa, XLM-R, CamemBERT, DistilBERT, which
+include MiniLM); `RowEncoder.for_model` returns None for anything else and callers use the full forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ncsearch.heads import encode, unwrap
+
+__all__ = ["RowEncoder", "encode_rows"]
+
+# model_type values whose base model is exactly "embeddings, then a stack of post-LN layers" with no
+# projection in between (ELECTRA, for one, may project embeddings, so it is not listed).
+_BERT_LAYOUT = frozenset({"bert", "roberta", "xlm-roberta", "camembert"})
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """One post-LN transformer layer's weights, named by role rather than by family."""
+
+    query: nn.Linear
+    key: nn.Linear
+    value: nn.Linear
+    heads: int
+    attn_out: nn.Linear
+    attn_norm: nn.LayerNorm
+    up: nn.Linear
+    act: Callable[[Tensor], Tensor]
+    down: nn.Linear
+    out_norm: nn.LayerNorm
+
+    def fused_qkv(self) -> tuple[Tensor, Tensor]:
+        """Q, K and V weights stacked: one (3d x d) GEMM is faster than three (d x d) ones."""
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+        return weight, bias
+
+    def feed_forward(self, residual: Tensor, context: Tensor) -> Tensor:
+        """Output projection, residual + LayerNorm, then the feed-forward block (post-LN)."""
+        attended = self.attn_norm(self.attn_out(context) + residual)
+        return self.out_norm(self.down(self.act(self.up(attended))) + attended)
+
+
+def _bert_layer(layer: nn.Module) -> _Layer:
+    attention = layer.attention
+    return _Layer(
+        query=attention.self.query,
+        key=attention.self.key,
+        value=attention.self.value,
+        heads=attention.self.num_attention_heads,
+        attn_out=attention.output.dense,
+        attn_norm=attention.output.LayerNorm,
+        up=layer.intermediate.dense,
+        act=layer.intermediate.intermediate_act_fn,
+        down=layer.output.dense,
+        out_norm=layer.output.LayerNorm,
+    )
+
+
+def _distilbert_layer(layer: nn.Module) -> _Layer:
+    attention = layer.attention
+    return _Layer(
+        query=attention.q_lin,
+        key=attention.k_lin,
+        value=attention.v_lin,
+        heads=attention.n_heads,
+        attn_out=attention.out_lin,
+        attn_norm=layer.sa_layer_norm,
+        up=layer.ffn.lin1,
+        act=layer.ffn.activation,
+        down=layer.ffn.lin2,
+        out_norm=layer.output_layer_norm,
+    )
+
+
+class RowEncoder:
+    """Computes last-layer states at requested positions for one (evaluation-mode) model.
+
+    Build one per scoring call: it caches the fused Q/K/V weights, so it must not outlive a change
+    of the model's parameters.
+    """
+
+    def __init__(self, embeddings: nn.Module, layers: list[_Layer]):
+        self.embeddings = embeddings
+        self.layers = layers
+        self._qkv = [layer.fused_qkv() for layer in layers[:-1]]
+
+    @classmethod
+    def for_model(cls, model: nn.Module) -> RowEncoder | None:
+        """A row encoder for a supported architecture, else None (use the full forward)."""
+        inner = unwrap(model)
+        config = getattr(inner, "config", None)
+        model_type = getattr(config, "model_type", None)
+        if config is None or getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
+            return None
+        base = inner.base_model
+        try:
+            if model_type in _BERT_LAYOUT:
+                layers = [_bert_layer(layer) for layer in base.encoder.layer]
+            elif model_type == "distilbert":
+                layers = [_distilbert_layer(layer) for layer in base.transformer.layer]
+            else:
+                return None
+        except AttributeError:  # same model_type, different module layout (another transformers version)
+            return None
+        if not layers:
+            return None
+        return cls(base.embeddings, layers)
+
+    def __call__(self, input_ids: Tensor, attention_mask: Tensor | None, where: Tensor) -> Tensor:
+        """States (n, d) after the last layer at `where` (n, 2) = (batch row, position) pairs."""
+        hidden = self.embeddings(input_ids=input_ids)
+        keep = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): True = attend
+        for layer, (weight, bias) in zip(self.layers[:-1], self._qkv):
+            hidden = layer.feed_forward(hidden, self._self_attention(layer, hidden, weight, bias, keep))
+        return self._last_layer_at(self.layers[-1], hidden, keep, where)
+
+    @staticmethod
+    def _self_attention(layer: _Layer, hidden: Tensor, weight: Tensor, bias: Tensor, keep: Tensor | None) -> Tensor:
+        batch, length, width = hidden.shape
+        head_dim = width // layer.heads
+        qkv = F.linear(hidden, weight, bias).view(batch, length, 3, layer.heads, head_dim).permute(2, 0, 3, 1, 4)
+        context = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=keep)
+        return context.transpose(1, 2).reshape(batch, length, width)
+
+    @staticmethod
+    def _last_layer_at(layer: _Layer, hidden: Tensor, keep: Tensor | None, where: Tensor) -> Tensor:
+        rows, positions = where[:, 0], where[:, 1]
+        width = hidden.shape[-1]
+        heads, head_dim = layer.heads, width // layer.heads
+        states = hidden[rows]  # (n, T, d): each query's whole sequence
+        query_in = hidden[rows, positions]  # (n, d)
+        query = layer.query(query_in).view(-1, heads, head_dim) * head_dim**-0.5
+        # Fold W_k into the query instead of projecting every key: (n, H, d) directions over x.
+        key_dirs = torch.einsum("nhe,hed->nhd", query, layer.key.weight.view(heads, head_dim, width))
+        scores = torch.bmm(key_dirs, states.transpose(1, 2))  # (n, H, T), up to the key bias's constant
+        if keep is not None:
+            scores = scores.masked_fill(~keep[rows, 0], float("-inf"))
+        mixed = torch.bmm(torch.softmax(scores, dim=-1), states)  # (n, H, d): attention-weighted inputs
+        context = torch.einsum("nhd,hed->nhe", mixed, layer.value.weight.view(heads, head_dim, width))
+        context = context + layer.value.bias.view(heads, head_dim)
+        return layer.feed_forward(query_in, context.reshape(-1, width))
+
+
+def encode_rows(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None, where: Tensor,
+                row_encoder: RowEncoder | None = None) -> Tensor:
+    """Last-layer states (n, d) at `where` (n, 2); the row encoder when given, else the full forward."""
+    if row_encoder is not None:
+        return row_encoder(input_ids, attention_mask, where)
+    return encode(model, input_ids, attention_mask)[where[:, 0], where[:, 1]]
