@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ncsearch._registry import Registry
 from ncsearch.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Baseline", "available", "get_baseline", "register"]
 
-_REGISTRY: dict[str, type[Baseline]] = {}
+_BASELINES: Registry[type[Baseline]] = Registry("baseline", ConfigError)
 
 
 class Baseline(abc.ABC):
@@ -94,19 +95,10 @@ class Baseline(abc.ABC):
         return {"baseline": self.name}
 
 
-def register(cls: type[Baseline]) -> type[Baseline]:
-    """Class decorator: make a baseline available by its `name`."""
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def available() -> list[str]:
-    return sorted(_REGISTRY)
+register = _BASELINES.register
+available = _BASELINES.available
 
 
 def get_baseline(name: str) -> type[Baseline]:
-    """The baseline class registered as `name`; an unknown name lists the valid ones."""
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ConfigError(f"unknown baseline {name!r}; valid: {', '.join(available())}") from None
+    """The baseline class registered as `name`; an unknown name lists the valid ones (ConfigError)."""
+    return _BASELINES.get(name)

@@ -14,11 +14,12 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
+from ncsearch._registry import Registry
 from ncsearch.errors import UserInputError
 
 __all__ = ["Benchmark", "BenchmarkResult", "available", "get_benchmark", "register"]
 
-_REGISTRY: dict[str, type[Benchmark]] = {}
+_BENCHMARKS: Registry[type[Benchmark]] = Registry("benchmark")
 
 
 @dataclass
@@ -72,18 +73,10 @@ class Benchmark(abc.ABC):
         """Evaluate `model` (a Hugging Face masked LM in eval mode) and return its metrics."""
 
 
-def register(cls: type[Benchmark]) -> type[Benchmark]:
-    """Class decorator: make a benchmark available by its `name`."""
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def available() -> list[str]:
-    return sorted(_REGISTRY)
+register = _BENCHMARKS.register
+available = _BENCHMARKS.available
 
 
 def get_benchmark(name: str) -> type[Benchmark]:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UserInputError(f"unknown benchmark {name!r}; valid: {', '.join(available())}") from None
+    """The benchmark class registered as `name`; an unknown name lists the valid ones."""
+    return _BENCHMARKS.get(name)
