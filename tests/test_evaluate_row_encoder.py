@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (
-    AlbertConfig,
-    AlbertForMaskedLM,
-    BertConfig,
-    BertForMaskedLM,
-    DistilBertConfig,
-    DistilBertForMaskedLM,
-    RobertaConfig,
-    RobertaForMaskedLM,
-)
+from tiny_models import tiny_masked_lm
+from transformers import AlbertConfig, AlbertForMaskedLM, BertConfig, BertForMaskedLM
 
 from ncsearch.evaluate._row_encoder import RowEncoder, encode_rows
 from ncsearch.heads import encode
@@ -21,20 +13,14 @@ from ncsearch.heads import encode
 VOCAB = 120
 
 
-def _bert():
-    return BertForMaskedLM(BertConfig(vocab_size=VOCAB, hidden_size=48, num_hidden_layers=3, num_attention_heads=4,
-                                      intermediate_size=96, max_position_embeddings=64))
+# Per family (layers, heads, intermediate, max positions): head counts and depths differ on purpose.
+SIZES = {"bert": (3, 4, 96, 64), "roberta": (2, 3, 80, 70), "distilbert": (2, 4, 96, 64)}
 
 
-def _roberta():
-    return RobertaForMaskedLM(RobertaConfig(vocab_size=VOCAB, hidden_size=48, num_hidden_layers=2,
-                                            num_attention_heads=3, intermediate_size=80,
-                                            max_position_embeddings=70, pad_token_id=1))
-
-
-def _distilbert():
-    return DistilBertForMaskedLM(DistilBertConfig(vocab_size=VOCAB, dim=48, n_layers=2, n_heads=4, hidden_dim=96,
-                                                  max_position_embeddings=64))
+def _build(family: str):
+    layers, heads, intermediate, max_positions = SIZES[family]
+    return tiny_masked_lm(family, vocab=VOCAB, hidden=48, layers=layers, heads=heads, intermediate=intermediate,
+                          max_positions=max_positions)
 
 
 def _randomized(model):
@@ -56,11 +42,11 @@ def _batch(pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
-@pytest.mark.parametrize("build", [_bert, _roberta, _distilbert], ids=["bert", "roberta", "distilbert"])
+@pytest.mark.parametrize("family", list(SIZES))
 @pytest.mark.parametrize("padded", [True, False], ids=["padded", "unpadded"])
-def test_row_encoder_equals_full_forward_at_the_rows(build, padded):
+def test_row_encoder_equals_full_forward_at_the_rows(family, padded):
     torch.manual_seed(0)
-    model = _randomized(build())
+    model = _randomized(_build(family))
     pad_id = model.config.pad_token_id or 0
     ids, mask = _batch(pad_id)
     if not padded:
@@ -97,4 +83,4 @@ def test_unsupported_architectures_use_the_full_forward():
 def test_row_encoder_looks_through_wrappers():
     from ncsearch.heads import SparseMLM
 
-    assert RowEncoder.for_model(SparseMLM(_bert())) is not None
+    assert RowEncoder.for_model(SparseMLM(_build("bert"))) is not None

@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (
-    BertConfig,
-    BertForMaskedLM,
-    DistilBertConfig,
-    DistilBertForMaskedLM,
-    RobertaConfig,
-    RobertaForMaskedLM,
-)
+from tiny_models import FAMILIES, tiny_masked_lm
 
 from ncsearch.heads import SparseMLM, encode, mlm_head, sparse_mlm_loss
 
@@ -19,14 +12,8 @@ VOCAB = 97
 
 
 def _models():
-    common = dict(vocab_size=VOCAB, max_position_embeddings=40)
-    yield "bert", BertForMaskedLM(
-        BertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, **common)
-    )
-    yield "roberta", RobertaForMaskedLM(
-        RobertaConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, pad_token_id=1, **common)
-    )
-    yield "distilbert", DistilBertForMaskedLM(DistilBertConfig(dim=16, n_layers=2, n_heads=2, hidden_dim=32, **common))
+    for family in FAMILIES:
+        yield family, tiny_masked_lm(family, vocab=VOCAB, hidden=16, layers=2, heads=2, intermediate=32, max_positions=40)
 
 
 def _batch(seed: int = 0):
