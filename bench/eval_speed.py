@@ -91,13 +91,12 @@ def main() -> None:
     print(f"model {args.model}, {args.threads} threads, load average before: {load_before[0]:.1f}")
 
     results = {"model": args.model, "threads": args.threads, "batch_size": args.batch_size}
+    timing = dict(batch_size=args.batch_size, pad_id=pad_id, sample=args.sample, repeat=args.repeat)
     start = time.perf_counter()
     plans = [plan_pair(pair, tokenizer) for pair in load_crows_pairs(root)]
     crows, _ = crows_requests(plans, tokenizer.mask_token_id, scorers=("bias_bench",))
     prep = time.perf_counter() - start
-    results["crows_pairs"] = _bench(f"CrowS-Pairs, bias-bench score, {len(plans)} pairs", model, crows,
-                                    batch_size=args.batch_size, pad_id=pad_id, sample=args.sample,
-                                    repeat=args.repeat)
+    results["crows_pairs"] = _bench(f"CrowS-Pairs, bias-bench score, {len(plans)} pairs", model, crows, **timing)
     results["crows_pairs"]["prepare_s"] = prep
     print(f"  (tokenizing and aligning: {prep:.1f} s)")
 
@@ -105,9 +104,7 @@ def main() -> None:
     items = load_stereoset(root, kind="intrasentence")
     stereo, _ = stereoset_requests(items, tokenizer)
     prep = time.perf_counter() - start
-    results["stereoset"] = _bench(f"StereoSet intrasentence, {len(items)} examples", model, stereo,
-                                  batch_size=args.batch_size, pad_id=pad_id, sample=args.sample,
-                                    repeat=args.repeat)
+    results["stereoset"] = _bench(f"StereoSet intrasentence, {len(items)} examples", model, stereo, **timing)
     results["stereoset"]["prepare_s"] = prep
     print(f"  (building masked sentences: {prep:.1f} s)")
 
