@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["MaskedRequest", "mean_pool", "pad_batch", "report_progress", "score_masked"]
+from ncsearch._batching import pad_batch
+
+__all__ = ["MaskedRequest", "mean_pool", "report_progress", "score_masked"]
 
 # Set by the suite runner so that every `score_masked` call inside a benchmark feeds its progress bar
 # without the benchmark knowing about it: hook(added_total, advanced).
@@ -52,17 +54,6 @@ class MaskedRequest:
             raise ValueError(
                 f"positions and targets differ in length: {len(self.positions)} != {len(self.targets)}"
             )
-
-
-def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token-id lists to the longest one: (input_ids, attention_mask), both (B, width) long."""
-    width = max(len(seq) for seq in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return input_ids, mask
 
 
 def _buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

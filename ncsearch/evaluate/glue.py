@@ -199,7 +199,7 @@ class GlueBenchmark(Benchmark):
 
     @staticmethod
     def _batch(ids: list[list[int]], rows: Sequence[int], pad_id: int, device: Any):
-        from ncsearch.evaluate._scoring import pad_batch
+        from ncsearch._batching import pad_batch
 
         input_ids, mask = pad_batch([ids[i] for i in rows], pad_id)
         return input_ids.to(device), mask.to(device)

@@ -132,7 +132,8 @@ def encode_sentences(
     """
     import torch
 
-    from ncsearch.evaluate._scoring import mean_pool, pad_batch
+    from ncsearch._batching import pad_batch
+    from ncsearch.evaluate._scoring import mean_pool
     from ncsearch.heads import encode
 
     if pooling not in ("mean", "cls"):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ncsearch._batching import pad_batch
 from ncsearch.errors import DataError
 from ncsearch.training._seeding import generator
 
@@ -124,13 +125,8 @@ class MLMBatches:
     def global_batch(self, step: int) -> dict[str, Tensor]:
         """The whole masked global batch `step` (every worker computes it; it is small)."""
         rows = [self.examples[i] for i in self.global_indices(step)]
-        length = max(len(r) for r in rows)
         info = self.tokens
-        input_ids = torch.full((len(rows), length), info.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
-        for i, row in enumerate(rows):
-            input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            attention_mask[i, : len(row)] = 1
+        input_ids, attention_mask = pad_batch(rows, info.pad_id)
         gen = generator(self.seed, 2, step)
         candidates = attention_mask.bool() & ~torch.isin(input_ids, torch.tensor(info.special_ids, dtype=torch.long))
         chosen = (torch.rand(input_ids.shape, generator=gen) < self.mlm_probability) & candidates
