@@ -55,13 +55,30 @@ def test_row_encoder_equals_full_forward_at_the_rows(family, padded):
     where = torch.tensor([[0, 0], [0, 8], [0, 3], [0, 3], [1, 5], [1, 0], [2, 2]])
     where = where[where[:, 0] < len(ids)]
     row_encoder = RowEncoder.for_model(model)
-    assert row_encoder is not None
+    assert row_encoder is not None and all(kernels.fuse_gelu for kernels in row_encoder._kernels)
     with torch.inference_mode():
         got = encode_rows(model, ids, mask, where, row_encoder)
         want = encode(model, ids, mask)[where[:, 0], where[:, 1]]
     assert got.shape == want.shape == (len(where), 48)
     torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
     assert not torch.equal(got[0], got[1])  # different positions, different states
+
+
+@pytest.mark.parametrize("activation", ["gelu_new", "relu"])
+def test_activations_other_than_erf_gelu_run_unfused(activation):
+    """The GELU epilogue is fused only for erf GELU; other activations run as the model's own module."""
+    torch.manual_seed(0)
+    model = _randomized(BertForMaskedLM(BertConfig(vocab_size=VOCAB, hidden_size=48, num_hidden_layers=2,
+                                                   num_attention_heads=4, intermediate_size=96,
+                                                   max_position_embeddings=64, hidden_act=activation)))
+    row_encoder = RowEncoder.for_model(model)
+    assert row_encoder is not None and not any(kernels.fuse_gelu for kernels in row_encoder._kernels)
+    ids, mask = _batch(0)
+    where = torch.tensor([[0, 8], [1, 2], [2, 0]])
+    with torch.inference_mode():
+        got = encode_rows(model, ids, mask, where, row_encoder)
+        want = encode(model, ids, mask)[where[:, 0], where[:, 1]]
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
 
 
 def test_unsupported_architectures_use_the_full_forward():

@@ -82,6 +82,7 @@ def score_masked(
     (`last_layer_at_rows`, see `_row_encoder`). `progress`, when given, is called with the number of
     requests done after each batch (for progress bars).
     """
+    from ncsearch.evaluate._fused_linear import FusedLinear
     from ncsearch.evaluate._row_encoder import RowEncoder, encode_rows
     from ncsearch.heads import mlm_head
 
@@ -104,6 +105,7 @@ def score_masked(
     try:
         with torch.inference_mode():
             row_encoder = RowEncoder.for_model(model) if last_layer_at_rows else None
+            decoder = FusedLinear.of(head.weight, head.bias)  # the bias added inside the GEMM on CPU
             for batch in _buckets([len(seq) for seq in sequences], batch_size):
                 ids, mask = pad_batch([sequences[u] for u in batch], pad_id)
                 slots: dict[tuple[int, int], int] = {}  # (row, position) -> row of the head output
@@ -118,7 +120,7 @@ def score_masked(
                 if slots:
                     where = torch.tensor(list(slots), dtype=torch.long, device=device)
                     hidden = encode_rows(model, ids.to(device), mask.to(device), where, row_encoder)
-                    logprobs = torch.log_softmax(head.logits(hidden).float(), dim=-1)
+                    logprobs = torch.log_softmax(decoder(head.transform(hidden)).float(), dim=-1)
                     sel_rows = torch.tensor([r for _, rows, _ in picks for r in rows], dtype=torch.long, device=device)
                     sel_targets = torch.tensor([t for _, _, ts in picks for t in ts], dtype=torch.long, device=device)
                     flat = logprobs[sel_rows, sel_targets].double().cpu().numpy()
