@@ -65,20 +65,24 @@ def _is_exact_gelu(act: Callable[[Tensor], Tensor]) -> bool:
 @dataclass(frozen=True)
 class _Kernels:
     """One layer's linear maps ready to run: Q/K/V stacked into one GEMM (faster than three), and on
-    CPU each packed for oneDNN so that bias, GELU and residual adds happen inside the GEMM."""
+    CPU each packed for oneDNN so that bias, GELU and residual adds happen inside the GEMM. `qkv` is
+    None for the last layer, whose keys and values are folded into the query (`_last_layer_at`)."""
 
     layer: _Layer
-    qkv: FusedLinear
+    qkv: FusedLinear | None
     attn_out: FusedLinear
     up: FusedLinear
     down: FusedLinear
     fuse_gelu: bool
 
     @classmethod
-    def of(cls, layer: _Layer) -> _Kernels:
-        weight = torch.cat([layer.query.weight, layer.key.weight, layer.value.weight])
-        bias = torch.cat([layer.query.bias, layer.key.bias, layer.value.bias])
-        return cls(layer=layer, qkv=FusedLinear.of(weight, bias),
+    def of(cls, layer: _Layer, *, stack_qkv: bool) -> _Kernels:
+        qkv = None
+        if stack_qkv:
+            weight = torch.cat([layer.query.weight, layer.key.weight, layer.value.weight])
+            bias = torch.cat([layer.query.bias, layer.key.bias, layer.value.bias])
+            qkv = FusedLinear.of(weight, bias)
+        return cls(layer=layer, qkv=qkv,
                    attn_out=FusedLinear.of(layer.attn_out.weight, layer.attn_out.bias),
                    up=FusedLinear.of(layer.up.weight, layer.up.bias),
                    down=FusedLinear.of(layer.down.weight, layer.down.bias),
@@ -133,7 +137,8 @@ class RowEncoder:
     def __init__(self, embeddings: nn.Module, layers: list[_Layer]):
         self.embeddings = embeddings
         self.layers = layers
-        self._kernels = [_Kernels.of(layer) for layer in layers]
+        last = len(layers) - 1
+        self._kernels = [_Kernels.of(layer, stack_qkv=i < last) for i, layer in enumerate(layers)]
 
     @classmethod
     def for_model(cls, model: nn.Module) -> RowEncoder | None:
