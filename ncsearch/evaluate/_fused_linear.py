@@ -6,7 +6,7 @@ into the output, then GELU and the residual add each read and write the whole ac
 oneDNN (bundled with PyTorch's CPU builds) takes a weight packed once into its blocked layout and fuses
 bias, GELU and a residual add into the matrix product: `torch.ops.mkldnn._linear_pointwise`, the
 kernel PyTorch's own Inductor backend emits for these patterns. That cuts the batched CrowS-Pairs
-scoring time by about 5% on the 2-core VM (bench/eval_speed.py) with identical results up to float
+scoring time by about 6% on the 2-core VM (bench/eval_speed.py) with identical results up to float
 rounding (tests/test_evaluate_fused_linear.py).
 
 Anything else (CUDA, float64, bfloat16, a build without oneDNN, a PyTorch without this operator) gets
