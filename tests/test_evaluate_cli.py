@@ -56,3 +56,31 @@ def test_eval_rejects_bad_input_with_exit_2(flag, message, capsys, tmp_path):
     assert main(["eval", str(tmp_path / "no-model"), *flag]) == 2
     err = capsys.readouterr().err
     assert message in err and err.startswith("ncsearch eval: error:")
+
+
+def test_eval_json_has_an_interval_for_every_resampled_metric(tmp_path, data_root, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["eval", "minilm-l6", "--benchmarks", "stereoset", "crows_pairs", "--domains", "gender",
+                 "--limit", "stereoset=30", "--limit", "crows_pairs=30", "--data-dir", str(data_root),
+                 "--json", str(out), "--no-progress", "--resamples", "300"]) == 0
+    payload = json.loads(out.read_text())
+    metrics, spans = payload["metrics"], payload["intervals"]
+    assert set(spans) == set(metrics)
+    for key, (low, high) in spans.items():
+        assert low <= high, key
+    low, high = spans["stereoset/gender/icat"]
+    assert high - low > 1.0  # 30 examples cannot pin ICAT down
+    assert "crows_pairs/gender/likelihood_diff" in metrics and "stereoset/gender/log_odds" in metrics
+    assert not any("nangia" in key for key in metrics)  # Nangia's scorer runs only when asked for
+    assert payload["resampling"]["stereoset"] == "examples, stratified by bias_type x target"
+    assert payload["bootstrap"] == {"resamples": 300, "seed": 0, "level": 0.95, "method": "percentile"}
+    shown = capsys.readouterr().out
+    assert "stereoset/gender/icat" in shown and f"[{low:.4g}, {high:.4g}]" in shown
+
+
+def test_eval_rejects_unknown_benchmark_options(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "no-model"), "--benchmarks", "crows_pairs",
+                 "--option", "crows_pairs.scorers=[nope]"]) == 2
+    assert "crows_pairs scorers must be" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "no-model"), "--benchmarks", "crows_pairs", "--option", "crows_pairs.bogus=1"]) == 2
+    assert "bogus" in capsys.readouterr().err

@@ -62,3 +62,35 @@ def test_benchmark_contract(name, tiny_mlm, data_root):
 
     _, large_count = _run(name, data_root, model, tokenizer, large)
     assert 0 < small_count < large_count, (small_count, large_count)
+
+
+@pytest.mark.parametrize("name", available())
+def test_benchmark_resampling_contract(name, tiny_mlm, data_root):
+    """Every benchmark declares a resampling unit whose table is in its details, and writes its metrics
+    once as a function of row weights: weight 1 gives the reported metrics, and integer weights give
+    the metrics of the table with those rows repeated (so a bootstrap count matrix is a resample)."""
+    import numpy as np
+
+    from ncsearch.evaluate import intervals, point_metrics
+
+    model, tokenizer = tiny_mlm
+    small, _ = LIMITS.get(name, DEFAULT_LIMITS)
+    result, _ = _run(name, data_root, model, tokenizer, max(small, 6))
+    cls = get_benchmark(name)
+    table = result.details[cls.resampling.table]
+    assert set(cls.resampling.key) | set(cls.resampling.strata) <= set(table.columns)
+    point = point_metrics(cls, table)
+    assert point and set(point) <= set(result.metrics)
+    for key, value in point.items():
+        assert value == pytest.approx(result.metrics[key], rel=1e-9, abs=1e-12), key
+
+    counts = np.random.default_rng(0).integers(1, 4, size=len(table))
+    weighted = cls.metrics_from_weights(table, counts[None, :].astype(float))
+    repeated = point_metrics(cls, table.loc[table.index.repeat(counts)].reset_index(drop=True))
+    assert set(weighted) == set(repeated)
+    for key, value in repeated.items():
+        assert float(weighted[key][0]) == pytest.approx(value, rel=1e-9, abs=1e-12, nan_ok=True), key
+
+    found = intervals(name, result.details, resamples=50)
+    assert set(found) == set(point)
+    assert all(e.low <= e.high for e in found.values() if math.isfinite(e.low))

@@ -1,7 +1,11 @@
 """`ncsearch eval MODEL`: run the fairness/performance suite on one checkpoint.
 
-Prints a table of metrics (with progress bars while scoring) and, with `--json OUT`, writes the
-metrics as JSON and every per-example table as a CSV next to it (`OUT-stem.<benchmark>.<table>.csv`).
+Prints a table of metrics as "value [low, high]" (95% percentile bootstrap over each benchmark's
+resampling unit; progress bars while scoring) and, with `--json OUT`, writes them as JSON and every
+per-example table as a CSV next to it (`OUT-stem.<benchmark>.<table>.csv`).
+
+JSON keys: `metrics` {key: value}; `intervals` {key: [low, high]}; `resampling` {benchmark: unit}
+(what was resampled); `bootstrap` {resamples, seed, level, method}.
 """
 
 from __future__ import annotations
@@ -30,7 +34,41 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="benchmark data root (default: resolved as `ncsearch data` does)")
     parser.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass (default: 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed for benchmarks that sample (default: 0)")
+    add_option_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_option_arguments(parser: argparse.ArgumentParser) -> None:
+    """Benchmark options and bootstrap settings, shared with `ncsearch compare`."""
+    from ncsearch.stats import RESAMPLES
+
+    parser.add_argument("--option", dest="options", action="append", default=[], metavar="NAME.KEY=VALUE",
+                        help="a benchmark option (value read as YAML), e.g. --option crows_pairs.scorers=[bias_bench,nangia]")
+    parser.add_argument("--resamples", type=int, default=RESAMPLES,
+                        help=f"bootstrap resamples behind each interval (default {RESAMPLES}; 0: no intervals)")
+
+
+def parse_options(items: list[str]) -> dict[str, dict[str, Any]]:
+    """`["crows_pairs.scorers=[a,b]", ...]` -> {"crows_pairs": {"scorers": ["a", "b"]}}."""
+    import yaml
+
+    options: dict[str, dict[str, Any]] = {}
+    problems = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        name, dot, option = key.partition(".")
+        if not sep or not dot or not option:
+            problems.append(f"--option must be NAME.KEY=VALUE, but got {item!r}")
+        elif name not in BENCHMARKS:
+            problems.append(f"--option names an unknown benchmark {name!r}; valid: {', '.join(BENCHMARKS)}")
+        else:
+            try:
+                options.setdefault(name, {})[option] = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                problems.append(f"--option {item!r}: the value is not valid YAML")
+    if problems:
+        raise ConfigError(problems)
+    return options
 
 
 def parse_limits(items: list[str]) -> dict[str, int]:
@@ -66,22 +104,30 @@ def _write_outputs(out: Path, payload: dict[str, Any], details: dict[str, Any]) 
     return [out, *written]
 
 
-def _print_table(metrics: dict[str, float]) -> None:
+def _print_table(metrics: dict[str, float], intervals: dict[str, tuple[float, float]], units: dict[str, str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="ncsearch eval")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+    from ncsearch.stats import Estimate
+
+    caption = "; ".join(f"{name}: {unit}" for name, unit in units.items())
+    table = Table(title="ncsearch eval: value [95% bootstrap interval]", caption=f"resampled: {caption}")
+    table.add_column("metric", no_wrap=True)
+    table.add_column("value [low, high]", justify="right", no_wrap=True)
     for key, value in metrics.items():
-        table.add_row(key, f"{value:.4g}")
+        low, high = intervals.get(key, (float("nan"), float("nan")))
+        shown = Estimate(value, low, high).format() if key in intervals else f"{value:.4g} (no interval)"
+        table.add_row(key, shown)
     Console().print(table)
 
 
 def main(args: argparse.Namespace) -> int:
     limits = parse_limits(args.limits)
+    options = parse_options(args.options)
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, but got {args.batch_size}")
+    if args.resamples < 0:
+        raise ConfigError(f"--resamples must be >= 0, but got {args.resamples}")
     names = list(args.benchmarks) if args.benchmarks else list(SUITES[args.suite])
     unknown = [name for name in names if name not in BENCHMARKS]
     if unknown:
@@ -89,9 +135,12 @@ def main(args: argparse.Namespace) -> int:
     extra = [name for name in limits if name not in names]
     if extra:
         raise ConfigError([f"--limit {name}=... names a benchmark that is not run ({', '.join(names)})" for name in extra])
+    extra = [name for name in options if name not in names]
+    if extra:
+        raise ConfigError([f"--option {name}.... names a benchmark that is not run ({', '.join(names)})" for name in extra])
 
     from ncsearch.data import resolve_data_root
-    from ncsearch.evaluate import run_suite
+    from ncsearch.evaluate import build_benchmarks, run_suite
     from ncsearch.models import load_mlm
 
     if args.domains:
@@ -103,29 +152,29 @@ def main(args: argparse.Namespace) -> int:
         domains = None if args.benchmarks else SUITE_DOMAINS[args.suite]
 
     data_root = resolve_data_root(args.data_dir)
+    settings = dict(data_root=data_root, limits=limits, options=options, batch_size=args.batch_size, seed=args.seed,
+                    domains=domains)
+    benchmarks = build_benchmarks(names, **settings)  # bad options fail before the model loads
     model, tokenizer = load_mlm(args.model, data_root=data_root)
-    result = run_suite(
-        model,
-        tokenizer,
-        names,
-        data_root=data_root,
-        limits=limits,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        domains=domains,
-        progress=not args.no_progress,
-    )
-    _print_table(result.metrics)
+    result = run_suite(model, tokenizer, names, **settings, progress=not args.no_progress, resamples=args.resamples)
+    units = {name: type(b).resampling.describe() for name, b in zip(names, benchmarks)}
+    _print_table(result.metrics, result.intervals, units)
     if args.json_out is not None:
+        from ncsearch.stats import LEVEL, SEED
+
         payload = {
             "model": args.model,
             "benchmarks": names,
             "limits": limits,
+            "options": options,
             "domains": list(domains) if domains else None,
             "batch_size": args.batch_size,
             "seed": args.seed,
             "data_root": str(data_root),
             "metrics": result.metrics,
+            "intervals": {key: list(span) for key, span in result.intervals.items()},
+            "resampling": units,
+            "bootstrap": {"resamples": args.resamples, "seed": SEED, "level": LEVEL, "method": "percentile"},
         }
         written = _write_outputs(args.json_out, payload, result.details)
         print(f"wrote {written[0]} and {len(written) - 1} CSV table(s) beside it")

@@ -15,12 +15,15 @@ _COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 
 @dataclass
 class CrowsPair:
-    """One pair. `stereo_antistereo` says whether `sent_more` is the stereotype ("stereo") or violates it."""
+    """One pair. `stereo_antistereo` says whether `sent_more` is the stereotype ("stereo") or violates it.
+    `id` is the 0-based row of the pair in the file (-1 for pairs built by hand): the file has no ids,
+    and two of its rows are the same pair, so the text alone does not identify an example."""
 
     sent_more: str
     sent_less: str
     stereo_antistereo: str
     bias_type: str
+    id: int = -1
 
 
 def load_crows_pairs(root: str | Path) -> list[CrowsPair]:
@@ -35,4 +38,4 @@ def load_crows_pairs(root: str | Path) -> list[CrowsPair]:
     bad = sorted(set(frame["stereo_antistereo"]) - {"stereo", "antistereo"})
     if bad:
         raise DataError(f"{str(path)!r}: stereo_antistereo must be 'stereo' or 'antistereo', got {bad[0]!r}")
-    return [CrowsPair(*row) for row in frame[list(_COLUMNS)].itertuples(index=False, name=None)]
+    return [CrowsPair(*row, id=i) for i, row in enumerate(frame[list(_COLUMNS)].itertuples(index=False, name=None))]

@@ -3,6 +3,13 @@
 A benchmark is a small class: it loads its examples from the data root, scores one model, and returns
 a flat `{benchmark/.../metric: value}` dict plus per-example tables. Every registered benchmark must
 pass the shared test case in tests/test_evaluate_contract.py on a tiny model.
+
+Uncertainty comes with the contract: a benchmark declares its resampling unit (`resampling`: which
+details table holds the units, which columns identify a unit across checkpoints, which columns
+stratify it) and writes its metrics once, as a function of per-row weights
+(`metrics_from_weights`). Weight 1 on every row gives the published metrics; a (B, rows) matrix of
+bootstrap counts gives B resamples in one vectorised call. `ncsearch.evaluate._resample` then gives
+every benchmark intervals and paired comparisons without knowing what it measures.
 """
 
 from __future__ import annotations
@@ -12,34 +19,62 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 
 from ncsearch._registry import Registry
 from ncsearch.errors import UserInputError
 
-__all__ = ["Benchmark", "BenchmarkResult", "available", "get_benchmark", "register"]
+__all__ = ["Benchmark", "BenchmarkResult", "Resampling", "available", "get_benchmark", "point_metrics", "register"]
 
 _BENCHMARKS: Registry[type[Benchmark]] = Registry("benchmark")
 
 
+@dataclass(frozen=True)
+class Resampling:
+    """How a benchmark's examples are resampled for its intervals.
+
+    `table`: the details table with one or more rows per unit; `unit`: what a unit is, in words;
+    `key`: columns whose values identify a unit, so that two checkpoints' tables can be aligned unit
+    by unit; `strata`: columns within which units are resampled (each stratum keeps its size).
+    """
+
+    table: str
+    unit: str
+    key: tuple[str, ...]
+    strata: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return self.unit + (f", stratified by {' x '.join(self.strata)}" if self.strata else "")
+
+
 @dataclass
 class BenchmarkResult:
-    """Flat metrics (keys start with the benchmark's name) and per-example tables, by table name."""
+    """Flat metrics (keys start with the benchmark's name), per-example tables by table name, and
+    (when computed) a percentile interval per metric."""
 
     metrics: dict[str, float]
     details: dict[str, pd.DataFrame] = field(default_factory=dict)
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 class Benchmark(abc.ABC):
-    """One benchmark. Subclasses set `name` and implement `score`.
+    """One benchmark. Subclasses set `name` and `resampling` and implement `score` and
+    `metrics_from_weights`.
 
     `limit` caps the number of examples (first N in file order, or a seeded sample where the file is
     ordered by category); `batch_size` is the number of sequences per forward pass. `domains`, where
     given, keeps only examples of those bias types (StereoSet domains, CrowS-Pairs bias types) before
-    the limit applies; benchmarks without categories ignore it.
+    the limit applies; benchmarks without categories ignore it. Benchmark-specific options are
+    keyword arguments of the subclass's constructor (`eval.options` in a search space).
     """
 
     name: ClassVar[str]
+    resampling: ClassVar[Resampling]
+    #: Metric keys (fnmatch patterns) that reports show by default.
+    headline: ClassVar[tuple[str, ...]] = ()
+    #: Metric keys (fnmatch patterns) that measure bias (the fairness side of a trade-off).
+    bias_measures: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -71,6 +106,18 @@ class Benchmark(abc.ABC):
     @abc.abstractmethod
     def score(self, model: Any, tokenizer: Any) -> BenchmarkResult:
         """Evaluate `model` (a Hugging Face masked LM in eval mode) and return its metrics."""
+
+    @classmethod
+    @abc.abstractmethod
+    def metrics_from_weights(cls, table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """Every resampled metric as a (B,) array, from the `resampling.table` rows weighted by
+        `weights` (B, rows). Weight 1 everywhere must give exactly the published metrics."""
+
+
+def point_metrics(cls: type[Benchmark], table: pd.DataFrame) -> dict[str, float]:
+    """The published metrics of `table`: `metrics_from_weights` at weight 1 on every row."""
+    values = cls.metrics_from_weights(table, np.ones((1, len(table))))
+    return {key: float(array[0]) for key, array in values.items()}
 
 
 register = _BENCHMARKS.register

@@ -1,8 +1,8 @@
 """Run several benchmarks on one model and merge their results.
 
 The trial driver and `ncsearch eval` both call `run_suite`; it owns the only loop over benchmarks, so
-progress display, timing and the merged key layout (`<benchmark>/...` metrics, `<benchmark>/<table>`
-details) are the same everywhere.
+progress display, timing, intervals and the merged key layout (`<benchmark>/...` metrics,
+`<benchmark>/<table>` details) are the same everywhere.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from typing import Any
 
 import pandas as pd
 
-from ncsearch.errors import NcsearchError, UserInputError
-from ncsearch.evaluate._base import BenchmarkResult, get_benchmark
+from ncsearch.errors import ConfigError, NcsearchError, UserInputError
+from ncsearch.evaluate._base import Benchmark, BenchmarkResult, get_benchmark
 from ncsearch.evaluate._scoring import report_progress
+from ncsearch.stats import LEVEL, RESAMPLES, SEED
 
-__all__ = ["run_suite"]
+__all__ = ["build_benchmarks", "run_suite"]
 
 
 @contextmanager
@@ -39,6 +40,34 @@ def _progress_bars(enabled: bool) -> Iterator[Any]:
         yield progress
 
 
+def build_benchmarks(
+    names: Sequence[str],
+    *,
+    data_root: str | Path,
+    limits: Mapping[str, int] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    domains: Sequence[str] | None = None,
+) -> list[Benchmark]:
+    """The benchmark objects of a suite, constructed (cheap: nothing is loaded) so that unknown names,
+    limits or options fail before any scoring, or before Ray starts."""
+    limits, options = dict(limits or {}), dict(options or {})
+    classes = [get_benchmark(name) for name in names]
+    for what, given in (("limits", limits), ("options", options)):
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            raise UserInputError(f"{what} given for benchmarks not in the suite: {', '.join(map(repr, unknown))}")
+    out = []
+    for name, cls in zip(names, classes):
+        try:
+            out.append(cls(Path(data_root), limit=limits.get(name), batch_size=batch_size, seed=seed,
+                           domains=tuple(domains) if domains else None, **dict(options.get(name, {}))))
+        except TypeError as err:  # an option the benchmark's constructor does not take
+            raise ConfigError(f"eval.options.{name}: {err}".replace("__init__() ", "")) from None
+    return out
+
+
 def run_suite(
     model: Any,
     tokenizer: Any,
@@ -46,36 +75,36 @@ def run_suite(
     *,
     data_root: str | Path,
     limits: Mapping[str, int] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
     batch_size: int = 64,
     seed: int = 0,
     domains: Sequence[str] | None = None,
     progress: bool = True,
+    resamples: int = RESAMPLES,
+    interval_seed: int = SEED,
+    level: float = LEVEL,
 ) -> BenchmarkResult:
     """Score `model` on each named benchmark, in order, and merge the results.
 
-    `limits` maps benchmark names to example caps (absent: no cap); `domains` keeps only those bias
-    types in the benchmarks that have them (the `gender` suite passes ("gender",)). Metrics are merged flat;
-    details are keyed "<benchmark>/<table>", plus "suite/timings" (seconds per benchmark). Unknown
-    names raise before anything runs.
+    `limits` maps benchmark names to example caps (absent: no cap); `options` to keyword arguments of
+    the benchmark (e.g. {"crows_pairs": {"scorers": ["bias_bench", "nangia"]}}); `domains` keeps only
+    those bias types in the benchmarks that have them (the `gender` suite passes ("gender",)).
+    Metrics are merged flat; with `resamples` > 0 each metric also gets a percentile bootstrap interval
+    over its benchmark's resampling unit (`result.intervals`). Details are keyed "<benchmark>/<table>",
+    plus "suite/timings" (seconds per benchmark, scoring and bootstrap apart). Unknown names, limits
+    and options raise before anything runs.
     """
-    limits = dict(limits or {})
-    classes = [get_benchmark(name) for name in names]
-    unknown = sorted(set(limits) - set(names))
-    if unknown:
-        raise UserInputError(f"limits given for benchmarks not in the suite: {', '.join(map(repr, unknown))}")
+    from ncsearch.evaluate._resample import intervals as bootstrap_intervals
+
+    benchmarks = build_benchmarks(names, data_root=data_root, limits=limits, options=options,
+                                  batch_size=batch_size, seed=seed, domains=domains)
     metrics: dict[str, float] = {}
     details: dict[str, pd.DataFrame] = {}
+    spans: dict[str, tuple[float, float]] = {}
     timings = []
     model.eval()
     with _progress_bars(progress) as bars:
-        for name, cls in zip(names, classes):
-            benchmark = cls(
-                Path(data_root),
-                limit=limits.get(name),
-                batch_size=batch_size,
-                seed=seed,
-                domains=tuple(domains) if domains else None,
-            )
+        for name, benchmark in zip(names, benchmarks):
             hook_context: Any = nullcontext()
             if bars is not None:
                 task = bars.add_task(name, total=0)
@@ -97,9 +126,16 @@ def run_suite(
             stray = [key for key in result.metrics if not key.startswith(f"{name}/")]
             if stray:
                 raise NcsearchError(f"benchmark {name!r} returned metrics outside its namespace: {stray[:3]}")
+            start = time.perf_counter()
+            if resamples > 0:
+                found = bootstrap_intervals(name, result.details, resamples=resamples, seed=interval_seed, level=level)
+                spans.update({key: (e.low, e.high) for key, e in found.items() if key in result.metrics})
+            bootstrap_seconds = time.perf_counter() - start
             metrics.update({key: float(value) for key, value in result.metrics.items()})
             for table_name, table in result.details.items():
                 details[f"{name}/{table_name}"] = table
-            timings.append({"benchmark": name, "seconds": seconds, "limit": limits.get(name)})
-    details["suite/timings"] = pd.DataFrame(timings, columns=["benchmark", "seconds", "limit"])
-    return BenchmarkResult(metrics, details)
+            timings.append({"benchmark": name, "seconds": seconds, "bootstrap_seconds": bootstrap_seconds,
+                            "limit": limits.get(name) if limits else None,
+                            "unit": type(benchmark).resampling.describe()})
+    details["suite/timings"] = pd.DataFrame(timings, columns=["benchmark", "seconds", "bootstrap_seconds", "limit", "unit"])
+    return BenchmarkResult(metrics, details, spans)

@@ -20,6 +20,8 @@ only; the per-row table records the piece count (every BEC-Pro person word is on
 uncased vocabulary). We differ from the reference in two mechanical ways: sequences are padded with
 the pad token and masked out of attention (the reference pads with attended [MASK] tokens to a power
 of two), and the log-ratio is computed from float64 log-softmax values.
+
+Uncertainty: sentences are resampled within their (profession group, person gender) cell.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ import numpy as np
 import pandas as pd
 
 from ncsearch.errors import DataError
-from ncsearch.evaluate._base import Benchmark, BenchmarkResult, register
+from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, register
 
-__all__ = ["GROUPS", "BecProBenchmark", "bec_pro_requests", "summarise"]
+__all__ = ["GROUPS", "BecProBenchmark", "bec_pro_metrics", "bec_pro_requests", "summarise"]
 
 GROUPS = ("male", "female", "balanced")
 _MASK_IN_DATA = "[MASK]"
@@ -68,23 +70,36 @@ def bec_pro_requests(frame: pd.DataFrame, tokenizer: Any) -> tuple[list, list, l
     return tm_requests, tam_requests, pieces
 
 
-def summarise(table: pd.DataFrame) -> dict[str, float]:
+def bec_pro_metrics(table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
     """bec_pro/<group>/{male,female,diff} and bec_pro/mean_abs_diff from per-row associations
-    (`table` needs columns Prof_Gender, Gender, association)."""
-    metrics: dict[str, float] = {}
+    (columns Prof_Gender, Gender, association) with row weights (B, rows): the weighted mean
+    association of male and of female person words per profession group, their difference, and the
+    mean of |difference| over the groups present."""
+    association = table["association"].to_numpy(dtype=np.float64)
+    gender = table["Gender"].to_numpy()
+    profession = table["Prof_Gender"].to_numpy()
+    metrics: dict[str, np.ndarray] = {}
     diffs = []
     for group in GROUPS:
-        rows = table[table["Prof_Gender"] == group]
-        if rows.empty:
+        in_group = profession == group
+        if not in_group.any():
             continue
-        male = float(rows.loc[rows["Gender"] == "male", "association"].mean())
-        female = float(rows.loc[rows["Gender"] == "female", "association"].mean())
-        metrics[f"bec_pro/{group}/male"] = male
-        metrics[f"bec_pro/{group}/female"] = female
-        metrics[f"bec_pro/{group}/diff"] = male - female
-        diffs.append(abs(male - female))
-    metrics["bec_pro/mean_abs_diff"] = float(np.mean(diffs)) if diffs else float("nan")
+        means = {}
+        for person in ("male", "female"):
+            rows = (in_group & (gender == person)).astype(np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                means[person] = (weights @ (rows * association)) / (weights @ rows)
+        metrics[f"bec_pro/{group}/male"] = means["male"]
+        metrics[f"bec_pro/{group}/female"] = means["female"]
+        metrics[f"bec_pro/{group}/diff"] = means["male"] - means["female"]
+        diffs.append(np.abs(metrics[f"bec_pro/{group}/diff"]))
+    metrics["bec_pro/mean_abs_diff"] = np.mean(diffs, axis=0) if diffs else np.full(weights.shape[0], np.nan)
     return metrics
+
+
+def summarise(table: pd.DataFrame) -> dict[str, float]:
+    """The published metrics of a per-row table (see `bec_pro_metrics`)."""
+    return {key: float(values[0]) for key, values in bec_pro_metrics(table, np.ones((1, len(table)))).items()}
 
 
 @register
@@ -96,6 +111,13 @@ class BecProBenchmark(Benchmark):
     """
 
     name = "bec_pro"
+    resampling = Resampling("rows", "sentences", key=("Sentence",), strata=("Prof_Gender", "Gender"))
+    headline = ("bec_pro/*/diff", "bec_pro/mean_abs_diff")
+    bias_measures = ("bec_pro/mean_abs_diff",)
+
+    @classmethod
+    def metrics_from_weights(cls, table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
+        return bec_pro_metrics(table, weights)
 
     def _rows(self) -> pd.DataFrame:
         from ncsearch.data import load_bec_pro

@@ -14,6 +14,10 @@ we report 0 (no detectable relation) so that a collapsed model gets a finite, ba
 
 Deterministic given `seed`: the training subset, the batch order, the head initialisation and
 dropout all come from the seed, in a forked RNG that leaves the caller's torch RNG untouched.
+
+Uncertainty: dev examples are resampled within their task and every metric recomputed on the weighted
+multiset (Spearman with the multiset's own average ranks). It covers the dev-set sample, not the
+seed of the short fine-tune.
 """
 
 from __future__ import annotations
@@ -29,54 +33,102 @@ import numpy as np
 import pandas as pd
 
 from ncsearch.errors import ConfigError
-from ncsearch.evaluate._base import Benchmark, BenchmarkResult, register
+from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, point_metrics, register
 
-__all__ = ["TASKS", "GlueBenchmark", "GlueTask", "accuracy", "f1_binary", "matthews_corr", "pearson", "spearman"]
+__all__ = ["TASKS", "GlueBenchmark", "GlueTask", "accuracy", "f1_binary", "glue_metrics", "matthews_corr", "pearson",
+           "spearman"]
+
+
+def _weights(weights: np.ndarray | None, n: int) -> np.ndarray:
+    return np.ones((1, n)) if weights is None else np.atleast_2d(np.asarray(weights, dtype=np.float64))
+
+
+def _confusion(labels: Sequence[int], predictions: Sequence[int], weights: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """Weighted (TP, TN, FP, FN), each a (B,) array, for label 1 as the positive class."""
+    truth, guess = np.asarray(labels) == 1, np.asarray(predictions) == 1
+    w = _weights(weights, truth.size)
+    return tuple(w @ cell.astype(np.float64) for cell in (truth & guess, ~truth & ~guess, ~truth & guess, truth & ~guess))
+
+
+def weighted_accuracy(labels: Sequence[int], predictions: Sequence[int], weights: np.ndarray | None = None) -> np.ndarray:
+    """Share of correct predictions per weight row (B,)."""
+    w = _weights(weights, len(labels))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (w @ (np.asarray(labels) == np.asarray(predictions)).astype(np.float64)) / w.sum(axis=1)
+
+
+def weighted_matthews(labels: Sequence[int], predictions: Sequence[int], weights: np.ndarray | None = None) -> np.ndarray:
+    """Binary Matthews correlation (TP·TN − FP·FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN)) per weight row;
+    0 when a margin is empty, as in scikit-learn."""
+    tp, tn, fp, fn = _confusion(labels, predictions, weights)
+    denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator > 0, (tp * tn - fp * fn) / denominator, 0.0)
+
+
+def weighted_f1(labels: Sequence[int], predictions: Sequence[int], weights: np.ndarray | None = None) -> np.ndarray:
+    """F1 of the positive class (label 1), 2·TP / (2·TP + FP + FN), per weight row; 0 without any positive."""
+    tp, _, fp, fn = _confusion(labels, predictions, weights)
+    denominator = 2 * tp + fp + fn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator > 0, 2 * tp / denominator, 0.0)
+
+
+def weighted_pearson(x: Sequence[float], y: Sequence[float], weights: np.ndarray | None = None) -> np.ndarray:
+    """Pearson correlation of the weighted multiset per weight row; 0 when either side is constant."""
+    xs, ys = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    w = _weights(weights, xs.size)
+    total = w.sum(axis=1, keepdims=True)
+    dx = xs[None, :] - (w @ xs)[:, None] / total
+    dy = ys[None, :] - (w @ ys)[:, None] / total
+    sxx, syy, sxy = (w * dx * dx).sum(axis=1), (w * dy * dy).sum(axis=1), (w * dx * dy).sum(axis=1)
+    # Relative threshold: a constant side leaves only rounding error in its sum of squares.
+    flat = (sxx <= 1e-24 * (w @ (xs * xs))) | (syy <= 1e-24 * (w @ (ys * ys))) | (total[:, 0] < 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(flat, 0.0, sxy / np.sqrt(sxx * syy))
+
+
+def _weighted_ranks(values: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """(B, n) average ranks of each value within the weighted multiset of its row (ties share ranks)."""
+    unique, inverse = np.unique(values, return_inverse=True)
+    per_value = np.zeros((w.shape[0], unique.size))
+    np.add.at(per_value.T, inverse, w.T)
+    before = np.cumsum(per_value, axis=1) - per_value
+    return (before + (per_value + 1.0) / 2.0)[:, inverse]
+
+
+def weighted_spearman(x: Sequence[float], y: Sequence[float], weights: np.ndarray | None = None) -> np.ndarray:
+    """Spearman rank correlation (average ranks for ties) of the weighted multiset per weight row;
+    0 when either side is constant."""
+    xs, ys = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    w = _weights(weights, xs.size)
+    rx, ry = _weighted_ranks(xs, w), _weighted_ranks(ys, w)
+    total = w.sum(axis=1, keepdims=True)
+    dx = rx - (w * rx).sum(axis=1, keepdims=True) / total
+    dy = ry - (w * ry).sum(axis=1, keepdims=True) / total
+    sxx, syy, sxy = (w * dx * dx).sum(axis=1), (w * dy * dy).sum(axis=1), (w * dx * dy).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((sxx <= 0) | (syy <= 0), 0.0, sxy / np.sqrt(sxx * syy))
 
 
 def accuracy(labels: Sequence[int], predictions: Sequence[int]) -> float:
-    labels, predictions = np.asarray(labels), np.asarray(predictions)
-    return float((labels == predictions).mean()) if len(labels) else float("nan")
-
-
-def _confusion(labels: Sequence[int], predictions: Sequence[int]) -> tuple[int, int, int, int]:
-    labels, predictions = np.asarray(labels) == 1, np.asarray(predictions) == 1
-    return (int((labels & predictions).sum()), int((~labels & ~predictions).sum()),
-            int((~labels & predictions).sum()), int((labels & ~predictions).sum()))
+    return float(weighted_accuracy(labels, predictions)[0]) if len(labels) else float("nan")
 
 
 def matthews_corr(labels: Sequence[int], predictions: Sequence[int]) -> float:
-    """Binary Matthews correlation (TP·TN − FP·FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN)); 0 when a
-    margin is empty, as in scikit-learn."""
-    tp, tn, fp, fn = _confusion(labels, predictions)
-    denominator = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-    return (tp * tn - fp * fn) / denominator if denominator else 0.0
+    return float(weighted_matthews(labels, predictions)[0])
 
 
 def f1_binary(labels: Sequence[int], predictions: Sequence[int]) -> float:
-    """F1 of the positive class (label 1): 2·TP / (2·TP + FP + FN); 0 when there is no positive at all."""
-    tp, _, fp, fn = _confusion(labels, predictions)
-    return 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else 0.0
+    return float(weighted_f1(labels, predictions)[0])
 
 
 def pearson(labels: Sequence[float], predictions: Sequence[float]) -> float:
-    """Pearson correlation; 0 when either side is constant (undefined)."""
-    from scipy.stats import pearsonr
-
-    labels, predictions = np.asarray(labels, float), np.asarray(predictions, float)
-    if len(labels) < 2 or np.ptp(labels) == 0 or np.ptp(predictions) == 0:
-        return 0.0
-    return float(pearsonr(labels, predictions).statistic)
+    return float(weighted_pearson(labels, predictions)[0]) if len(labels) >= 2 else 0.0
 
 
 def spearman(labels: Sequence[float], predictions: Sequence[float]) -> float:
-    """Spearman rank correlation (average ranks for ties); 0 when either side is constant."""
-    from scipy.stats import spearmanr
-
-    labels, predictions = np.asarray(labels, float), np.asarray(predictions, float)
-    if len(labels) < 2 or np.ptp(labels) == 0 or np.ptp(predictions) == 0:
-        return 0.0
-    return float(spearmanr(labels, predictions).statistic)
+    return float(weighted_spearman(labels, predictions)[0]) if len(labels) >= 2 else 0.0
 
 
 @dataclass(frozen=True)
@@ -87,14 +139,12 @@ class GlueTask:
     num_labels: int
     metrics: tuple[str, ...]
 
-    def evaluate(self, labels: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
-        if self.num_labels == 1:
-            scores = {"pearson": pearson(labels, outputs[:, 0]), "spearman": spearman(labels, outputs[:, 0])}
-        else:
-            predictions = outputs.argmax(axis=1)
-            scores = {"mcc": matthews_corr(labels, predictions), "f1": f1_binary(labels, predictions),
-                      "acc": accuracy(labels, predictions)}
-        return {name: 100.0 * scores[name] for name in self.metrics}
+    def evaluate(self, labels: np.ndarray, predictions: np.ndarray, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The task's metrics in percent, one (B,) array each: `predictions` are the regression
+        outputs (STS-B) or the predicted classes, `weights` (B, examples) row weights (None: 1)."""
+        functions = {"pearson": weighted_pearson, "spearman": weighted_spearman, "mcc": weighted_matthews,
+                     "f1": weighted_f1, "acc": weighted_accuracy}
+        return {name: 100.0 * functions[name](labels, predictions, weights) for name in self.metrics}
 
 
 TASKS: dict[str, GlueTask] = {
@@ -147,6 +197,28 @@ class _Classifier:
         return self.head(self.dropout(mean_pool(hidden, attention_mask)))
 
 
+def glue_metrics(table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """`glue/<task>/<metric>` and `glue/average` from the per-dev-example table (columns task, label,
+    prediction) with row weights (B, rows). A task's score is its metric or the mean of its two;
+    the average is the mean of the task scores, as GLUE reports them."""
+    metrics: dict[str, np.ndarray] = {}
+    task_scores = []
+    tasks = table["task"].to_numpy()
+    for key in dict.fromkeys(tasks):
+        rows = tasks == key
+        part = table[rows]
+        task = TASKS[key]
+        predictions = part["prediction"].to_numpy(dtype=np.float64)
+        labels = part["label"].to_numpy(dtype=np.float64)
+        if task.num_labels > 1:
+            predictions, labels = predictions.astype(np.int64), labels.astype(np.int64)
+        scores = task.evaluate(labels, predictions, weights[:, rows])
+        metrics |= {f"glue/{key}/{name}": value for name, value in scores.items()}
+        task_scores.append(np.mean([scores[name] for name in task.metrics], axis=0))
+    metrics["glue/average"] = np.mean(task_scores, axis=0) if task_scores else np.full(weights.shape[0], np.nan)
+    return metrics
+
+
 @register
 class GlueBenchmark(Benchmark):
     """Short seeded fine-tunes on CoLA, MRPC, RTE, STS-B and WNLI.
@@ -157,6 +229,12 @@ class GlueBenchmark(Benchmark):
     """
 
     name = "glue"
+    resampling = Resampling("examples", "dev examples", key=("task", "example"), strata=("task",))
+    headline = ("glue/average",)
+
+    @classmethod
+    def metrics_from_weights(cls, table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
+        return glue_metrics(table, weights)
 
     def __init__(
         self,
@@ -264,7 +342,8 @@ class GlueBenchmark(Benchmark):
                 outputs[rows] = clf(input_ids, mask).double().cpu().numpy()
         return outputs
 
-    def _run_task(self, model: Any, tokenizer: Any, key: str) -> tuple[dict[str, float], dict[str, Any]]:
+    def _run_task(self, model: Any, tokenizer: Any, key: str) -> tuple[dict[str, Any], pd.DataFrame]:
+        """Fine-tune a copy on the task's training subset; (a summary, the per-dev-example predictions)."""
         import torch
 
         from ncsearch.data import load_glue
@@ -283,18 +362,22 @@ class GlueBenchmark(Benchmark):
             clf = _Classifier(model, task.num_labels, self.dropout)
             steps, losses = self._fine_tune(clf, self._encode(tokenizer, train), labels, pad_id, rng)
             outputs = self._predict(clf, self._encode(tokenizer, dev), pad_id)
-        scores = task.evaluate(dev["label"].to_numpy(), outputs)
+        predictions = outputs[:, 0] if task.num_labels == 1 else outputs.argmax(axis=1)
+        examples = pd.DataFrame({"task": key, "example": np.arange(len(dev)), "label": dev["label"].to_numpy(),
+                                 "prediction": predictions})
         summary = {"task": key, "train_examples": len(train), "dev_examples": len(dev), "steps": steps,
-                   "first_loss": losses[0], "last_loss": losses[-1], **scores}
-        return scores, summary
+                   "first_loss": losses[0], "last_loss": losses[-1]}
+        return summary, examples
 
     def score(self, model: Any, tokenizer: Any) -> BenchmarkResult:
-        metrics: dict[str, float] = {}
-        summaries, task_scores = [], []
+        summaries, examples = [], []
         for key in self.tasks:
-            scores, summary = self._run_task(model, tokenizer, key)
-            metrics |= {f"glue/{key}/{name}": value for name, value in scores.items()}
-            task_scores.append(float(np.mean([scores[name] for name in TASKS[key].metrics])))
+            summary, predictions = self._run_task(model, tokenizer, key)
             summaries.append(summary)
-        metrics["glue/average"] = float(np.mean(task_scores))
-        return BenchmarkResult(metrics, {"tasks": pd.DataFrame.from_records(summaries)})
+            examples.append(predictions)
+        table = pd.concat(examples, ignore_index=True)
+        metrics = point_metrics(type(self), table)
+        tasks = pd.DataFrame.from_records(summaries)
+        for name in ("mcc", "f1", "acc", "pearson", "spearman"):
+            tasks[name] = [metrics.get(f"glue/{key}/{name}", np.nan) for key in tasks["task"]]
+        return BenchmarkResult(metrics, {"tasks": tasks, "examples": table})

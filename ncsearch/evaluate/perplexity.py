@@ -7,6 +7,9 @@ as a language model; the GAP validation split is used by no training path, so th
 
 Cost grows with (tokens per passage)^2, which is why passages are truncated; `limit` is the number of
 passages (first N in file order).
+
+Uncertainty: passages are resampled, and PPPL is recomputed as the ratio of the resampled sums (a
+passage contributes all of its tokens, which are not independent of each other).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from ncsearch.evaluate._base import Benchmark, BenchmarkResult, register
+from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, point_metrics, register
 from ncsearch.evaluate._scoring import MaskedRequest, score_masked
 
 __all__ = ["PerplexityBenchmark", "pppl_requests", "pseudo_perplexity"]
@@ -56,6 +59,16 @@ class PerplexityBenchmark(Benchmark):
 
     name = "perplexity"
     max_length: ClassVar[int] = 64
+    resampling = Resampling("passages", "passages", key=("passage",))
+    headline = ("perplexity/pppl",)
+
+    @classmethod
+    def metrics_from_weights(cls, table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """PPPL = exp(−Σ log-probabilities / Σ scored tokens) over the weighted passages."""
+        tokens = weights @ table["tokens"].to_numpy(dtype=np.float64)
+        total = weights @ table["sum_logprob"].to_numpy(dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return {"perplexity/pppl": np.where(tokens > 0, np.exp(-total / tokens), np.nan)}
 
     def score(self, model: Any, tokenizer: Any) -> BenchmarkResult:
         from ncsearch.data import load_gap_corpus
@@ -69,10 +82,11 @@ class PerplexityBenchmark(Benchmark):
         per_passage = pd.DataFrame({"passage": owners, "logprob": flat}).groupby("passage")["logprob"]
         table = pd.DataFrame(
             {
+                "passage": np.arange(len(texts)),
                 "text": texts,
                 "tokens": per_passage.count().reindex(range(len(texts)), fill_value=0).to_numpy(),
                 "sum_logprob": per_passage.sum().reindex(range(len(texts)), fill_value=0.0).to_numpy(),
             }
         )
         table["pppl"] = np.exp(-table["sum_logprob"] / table["tokens"].where(table["tokens"] > 0))
-        return BenchmarkResult({"perplexity/pppl": pseudo_perplexity(flat)}, {"passages": table})
+        return BenchmarkResult(point_metrics(type(self), table), {"passages": table})

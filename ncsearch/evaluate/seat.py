@@ -19,6 +19,11 @@ takes the first token instead. Sentences are de-duplicated within a set, as bias
 text-keyed dicts do. All sentences of all requested tests are encoded once, in length-sorted batches.
 
 Reference checked: McGill-NLP/bias-bench `bias_bench/benchmark/seat/seat.py` and `weat.py`.
+
+Uncertainty: the test's sentences are resampled within each of its four sets (X, Y, A, B), and the
+effect size is recomputed from the resampled associations (weighted means, the ddof=1 std of the
+resampled multiset). The per-sentence table keeps each unit-length embedding (`vector`) for that. The
+permutation p-value is the test's own, computed once on the sentences as scored.
 """
 
 from __future__ import annotations
@@ -33,10 +38,11 @@ import numpy as np
 import pandas as pd
 
 from ncsearch.errors import ConfigError
-from ncsearch.evaluate._base import Benchmark, BenchmarkResult, register
+from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, point_metrics, register
 
 __all__ = [
     "DEFAULT_TESTS",
+    "seat_metrics",
     "SeatBenchmark",
     "association",
     "effect_size",
@@ -162,6 +168,42 @@ def encode_sentences(
     return np.stack(out)  # type: ignore[arg-type]
 
 
+def seat_metrics(table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """`seat/<test>/effect_size` and `seat/mean_abs_effect_size` from the per-sentence table (columns
+    test, role in targ1/targ2/attr1/attr2, vector: the unit-length embedding) with row weights (B, rows).
+
+    With weights, s(w) = Σ_a w_a cos(w, a) / Σ w_a − Σ_b w_b cos(w, b) / Σ w_b, and d = (weighted mean
+    of s over X − over Y) / the sample std (ddof=1) of s over the weighted multiset X ∪ Y; at weight 1
+    this is exactly `effect_size`."""
+    tests = list(dict.fromkeys(table["test"]))
+    roles = table["role"].to_numpy()
+    test_of_row = table["test"].to_numpy()
+    vectors = np.asarray(table["vector"].tolist(), dtype=np.float64)
+    metrics: dict[str, np.ndarray] = {}
+    sizes = []
+    for test in tests:
+        rows = {role: np.flatnonzero((test_of_row == test) & (roles == role)) for role in ("targ1", "targ2", "attr1", "attr2")}
+        targets = np.concatenate([rows["targ1"], rows["targ2"]])
+        w_t = weights[:, targets]
+        s = np.zeros_like(w_t)
+        for role, sign in (("attr1", 1.0), ("attr2", -1.0)):
+            cos = vectors[targets] @ vectors[rows[role]].T  # (targets, attributes)
+            w_a = weights[:, rows[role]]
+            s += sign * (w_a @ cos.T) / w_a.sum(axis=1, keepdims=True)
+        n_x = rows["targ1"].size
+        w_x, w_y = w_t[:, :n_x], w_t[:, n_x:]
+        mean_x = (w_x * s[:, :n_x]).sum(axis=1) / w_x.sum(axis=1)
+        mean_y = (w_y * s[:, n_x:]).sum(axis=1) / w_y.sum(axis=1)
+        total = w_t.sum(axis=1)
+        mean = (w_t * s).sum(axis=1) / total
+        with np.errstate(divide="ignore", invalid="ignore"):
+            std = np.sqrt((w_t * (s - mean[:, None]) ** 2).sum(axis=1) / (total - 1.0))
+            metrics[f"seat/{test}/effect_size"] = (mean_x - mean_y) / std
+        sizes.append(np.abs(metrics[f"seat/{test}/effect_size"]))
+    metrics["seat/mean_abs_effect_size"] = np.mean(sizes, axis=0) if sizes else np.full(weights.shape[0], np.nan)
+    return metrics
+
+
 @register
 class SeatBenchmark(Benchmark):
     """SEAT effect sizes and p-values for the gender tests (weat6, 6b, 7, 7b, 8, 8b, sentence versions).
@@ -171,6 +213,13 @@ class SeatBenchmark(Benchmark):
     """
 
     name = "seat"
+    resampling = Resampling("sentences", "sentences", key=("test", "role", "text"), strata=("test", "role"))
+    headline = ("seat/mean_abs_effect_size",)
+    bias_measures = ("seat/*effect_size",)
+
+    @classmethod
+    def metrics_from_weights(cls, table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
+        return seat_metrics(table, weights)
 
     def __init__(
         self,
@@ -219,20 +268,21 @@ class SeatBenchmark(Benchmark):
         vectors = encode_sentences(model, tokenizer, unique, batch_size=self.batch_size, pooling=self.pooling)
         row = {text: i for i, text in enumerate(unique)}
 
-        metrics: dict[str, float] = {}
+        sentences = pd.DataFrame.from_records(
+            [{"test": test, "role": role, "text": text, "vector": vectors[row[text]].astype(np.float32).tolist()}
+             for test, groups in sets.items() for role, texts in groups.items() for text in texts]
+        )
+        metrics = point_metrics(type(self), sentences)
         records = []
         for test, groups in sets.items():
             x, y, a, b = (vectors[[row[t] for t in groups[role]]] for role in ("targ1", "targ2", "attr1", "attr2"))
-            size = effect_size(x, y, a, b)
             p_value = permutation_p_value(
                 association(x, a, b),
                 association(y, a, b),
                 n_samples=self.n_samples,
                 rng=np.random.default_rng(self.seed),
             )
-            metrics[f"seat/{test}/effect_size"] = size
             metrics[f"seat/{test}/p_value"] = p_value
-            records.append({"test": test, "effect_size": size, "p_value": p_value}
+            records.append({"test": test, "effect_size": metrics[f"seat/{test}/effect_size"], "p_value": p_value}
                            | {f"n_{role}": len(texts) for role, texts in groups.items()})
-        metrics["seat/mean_abs_effect_size"] = float(np.mean([abs(r["effect_size"]) for r in records]))
-        return BenchmarkResult(metrics, {"tests": pd.DataFrame.from_records(records)})
+        return BenchmarkResult(metrics, {"tests": pd.DataFrame.from_records(records), "sentences": sentences})

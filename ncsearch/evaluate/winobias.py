@@ -20,6 +20,9 @@ Later mentions of the same pronoun chain that the corpus brackets ("... because 
 [his] hair", 30 dev sentences) are masked too, so the model cannot copy the gender from them.
 
 Data: uclanlp/corefBias `WinoBias/wino/data/{pro,anti}_stereotyped_type{1,2}.txt.{dev,test}`.
+
+Uncertainty: the unit is a sentence pair (a sentence and its twin: same type, same number), resampled
+within its type, so that the pro − anti gaps are compared on the same pairs.
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ import numpy as np
 import pandas as pd
 
 from ncsearch.errors import ConfigError, DataError
-from ncsearch.evaluate._base import Benchmark, BenchmarkResult, register
+from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, point_metrics, register
 
-__all__ = ["COUNTERPARTS", "WinoBiasBenchmark", "counterpart_pronouns", "masked_pronoun_request", "summarise"]
+__all__ = ["COUNTERPARTS", "WinoBiasBenchmark", "counterpart_pronouns", "masked_pronoun_request", "summarise",
+           "winobias_metrics"]
 
 # Opposite-gender counterparts; "her" is resolved per sentence (see module docstring).
 COUNTERPARTS = {"he": "she", "she": "he", "him": "her", "his": "her", "hers": "his",
@@ -122,17 +126,29 @@ def masked_pronoun_request(
     return MaskedRequest(list(masked), [position] * len(targets), targets)
 
 
-def summarise(table: pd.DataFrame, prefix: str = "winobias") -> dict[str, float]:
-    """{prefix}/{pro_acc,anti_acc,acc_gap,pro_prob,anti_prob,prob_gap} from per-sentence rows with
-    columns stereotype, correct (bool), prob."""
-    metrics: dict[str, float] = {}
+def winobias_metrics(table: pd.DataFrame, weights: np.ndarray, prefix: str = "winobias") -> dict[str, np.ndarray]:
+    """{prefix}/{pro_acc,anti_acc,acc_gap,pro_prob,anti_prob,prob_gap} from per-sentence rows
+    (columns stereotype, correct (bool), prob) with row weights (B, rows): weighted means over the
+    pro- and anti-stereotypical sentences and their gaps (pro − anti)."""
+    stereotype = table["stereotype"].to_numpy()
+    correct = table["correct"].to_numpy(dtype=np.float64)
+    prob = table["prob"].to_numpy(dtype=np.float64)
+    metrics: dict[str, np.ndarray] = {}
     for kind in ("pro", "anti"):
-        rows = table[table["stereotype"] == kind]
-        metrics[f"{prefix}/{kind}_acc"] = float(rows["correct"].mean()) if len(rows) else float("nan")
-        metrics[f"{prefix}/{kind}_prob"] = float(rows["prob"].mean()) if len(rows) else float("nan")
+        rows = (stereotype == kind).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            count = weights @ rows
+            metrics[f"{prefix}/{kind}_acc"] = (weights @ (rows * correct)) / count
+            metrics[f"{prefix}/{kind}_prob"] = (weights @ (rows * prob)) / count
     metrics[f"{prefix}/acc_gap"] = metrics[f"{prefix}/pro_acc"] - metrics[f"{prefix}/anti_acc"]
     metrics[f"{prefix}/prob_gap"] = metrics[f"{prefix}/pro_prob"] - metrics[f"{prefix}/anti_prob"]
-    return metrics
+    return {key: metrics[key] for key in (f"{prefix}/{k}" for k in ("pro_acc", "pro_prob", "anti_acc", "anti_prob",
+                                                                       "acc_gap", "prob_gap"))}
+
+
+def summarise(table: pd.DataFrame, prefix: str = "winobias") -> dict[str, float]:
+    """The published metrics of per-sentence rows (see `winobias_metrics`)."""
+    return {key: float(values[0]) for key, values in winobias_metrics(table, np.ones((1, len(table))), prefix).items()}
 
 
 @register
@@ -144,6 +160,19 @@ class WinoBiasBenchmark(Benchmark):
     """
 
     name = "winobias"
+    resampling = Resampling("sentences", "sentence pairs (pro/anti twins)", key=("type", "index"), strata=("type",))
+    headline = ("winobias/acc_gap", "winobias/prob_gap")
+    bias_measures = ("winobias/acc_gap", "winobias/prob_gap")
+
+    @classmethod
+    def metrics_from_weights(cls, table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """Over types 1 and 2 together, then per type (`winobias/type<k>/...`)."""
+        metrics = winobias_metrics(table, weights)
+        types = table["type"].to_numpy()
+        for kind in sorted(set(types.tolist())):
+            rows = types == kind
+            metrics |= winobias_metrics(table[rows], weights[:, rows], prefix=f"winobias/type{kind}")
+        return metrics
 
     def __init__(self, data_root: Path, *, split: str = "dev", **common: Any):
         super().__init__(data_root, **common)  # limit, batch_size, seed, domains
@@ -185,7 +214,4 @@ class WinoBiasBenchmark(Benchmark):
         table["log_p_opposite"] = [float(lp[1]) for lp in logprobs]
         table["correct"] = table["log_p_pronoun"] > table["log_p_opposite"]
         table["prob"] = np.exp(table["log_p_pronoun"])
-        metrics = summarise(table)
-        for kind in sorted(table["type"].unique()):
-            metrics |= summarise(table[table["type"] == kind], prefix=f"winobias/type{kind}")
-        return BenchmarkResult(metrics, {"sentences": table})
+        return BenchmarkResult(point_metrics(type(self), table), {"sentences": table})

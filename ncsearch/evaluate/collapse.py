@@ -1,0 +1,141 @@
+"""Held-out neural collapse on a vocabulary subset V: the regularizer's own target, measured on text
+that no training path reads.
+
+The NC3 paper's claim is that collapse on fairness-sensitive words goes with fairness. Train-time
+UNC3 is measured on the very batches the regularizer pushes on; this benchmark measures it again on
+held-out GAP validation passages (the text pseudo-perplexity uses), so that a search can ask whether
+the collapse the regularizer bought generalises and whether it tracks any fairness metric.
+
+One unmasked forward pass per passage; at every position the feature (last encoder layer, or the
+MLM transform's output with `features="head"`) is paired with the token at t + `label_shift` (the
+paper's observation setting is all positions). With class means mu_c over V's classes with at least
+`min_count` tokens and mu_G their unweighted mean, s_c = cos(W_c, mu_c − mu_G) against the decoder
+rows W_c; `unc3` = the sample std of s_c and `nc3` = 1 − mean(s_c), the definitions of the
+regularizer (`ncsearch.collapse`).
+
+V is given as token ids (`vocab_ids`, what a trial trained with), or else built from the gender word
+lists under policy `single`. Uncertainty: classes (the words of V) are resampled, and mu_G and every
+s_c are recomputed for each resample, as `ncsearch collapse` does for its intervals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ncsearch.errors import ConfigError
+from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, point_metrics, register
+
+__all__ = ["CollapseBenchmark", "collapse_from_weights"]
+
+
+def collapse_from_weights(table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """`collapse/unc3` and `collapse/nc3` of the weighted multiset of classes (rows: `mean` mu_c and
+    `weight` W_c vectors), each (B,)."""
+    mu = np.asarray(table["mean"].tolist(), dtype=np.float64).reshape(len(table), -1)
+    w_rows = np.asarray(table["weight"].tolist(), dtype=np.float64).reshape(len(table), -1)
+    total = weights.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mu_g = (weights @ mu) / total  # (B, d)
+        along = (w_rows * mu).sum(axis=1)[None, :] - mu_g @ w_rows.T  # W_c · (mu_c − mu_G)
+        norm2 = (mu * mu).sum(axis=1)[None, :] - 2 * mu_g @ mu.T + (mu_g * mu_g).sum(axis=1, keepdims=True)
+        cos = along / np.maximum(np.linalg.norm(w_rows, axis=1)[None, :] * np.sqrt(np.maximum(norm2, 0.0)), 1e-12)
+        mean = (weights * cos).sum(axis=1) / total[:, 0]
+        var = (weights * (cos - mean[:, None]) ** 2).sum(axis=1) / (total[:, 0] - 1.0)
+    return {"collapse/unc3": np.sqrt(np.where(var >= 0, var, np.nan)), "collapse/nc3": 1.0 - mean}
+
+
+@register
+class CollapseBenchmark(Benchmark):
+    """NC3 / UNC3 on V over held-out GAP validation passages (`limit`: the first N passages)."""
+
+    name = "collapse"
+    resampling = Resampling("classes", "vocabulary classes (words of V)", key=("token_id",))
+    headline = ("collapse/unc3",)
+
+    def __init__(
+        self,
+        data_root: Path,
+        *,
+        vocab_ids: Sequence[int] | None = None,
+        features: str = "encoder",
+        label_shift: int = 0,
+        max_length: int = 64,
+        min_count: int = 2,
+        **common: Any,
+    ):
+        super().__init__(data_root, **common)  # limit, batch_size, seed, domains
+        if features not in ("encoder", "head"):
+            raise ConfigError(f"collapse features must be 'encoder' or 'head', got {features!r}")
+        if label_shift not in (0, 1):
+            raise ConfigError(f"collapse label_shift must be 0 or 1, got {label_shift!r}")
+        if min_count < 1 or max_length < 8:
+            raise ConfigError(f"collapse needs min_count >= 1 and max_length >= 8, got {min_count}, {max_length}")
+        self.vocab_ids = None if vocab_ids is None else [int(i) for i in vocab_ids]
+        self.features, self.label_shift = features, label_shift
+        self.max_length, self.min_count = max_length, min_count
+
+    @classmethod
+    def metrics_from_weights(cls, table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
+        return collapse_from_weights(table, weights)
+
+    def _vocabulary(self, tokenizer: Any) -> list[int]:
+        if self.vocab_ids is not None:
+            return self.vocab_ids
+        from ncsearch.vocab import build_vocab
+
+        return build_vocab(tokenizer, source="gender", data_root=self.data_root).token_ids
+
+    def score(self, model: Any, tokenizer: Any) -> BenchmarkResult:
+        import torch
+
+        from ncsearch._batching import pad_batch
+        from ncsearch.collapse import ClassStatistics, select_pairs
+        from ncsearch.data import load_gap_corpus
+        from ncsearch.heads import encode, mlm_head
+
+        texts = load_gap_corpus(self.data_root, splits=("validation",))
+        if self.limit is not None:
+            texts = texts[: self.limit]
+        ids = tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        vocab = self._vocabulary(tokenizer)
+        if not vocab:
+            raise ConfigError("collapse: the vocabulary subset has no token of this model")
+        stats = ClassStatistics(vocab, min_count=self.min_count)
+        head = mlm_head(model)
+        device = next(model.parameters()).device
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(order), self.batch_size):
+                    input_ids, mask = pad_batch([ids[i] for i in order[start : start + self.batch_size]], pad_id)
+                    input_ids, mask = input_ids.to(device), mask.to(device)
+                    hidden = encode(model, input_ids, mask)
+                    features, labels = select_pairs(
+                        hidden, input_ids=input_ids, labels=None, attention_mask=mask, features=self.features,
+                        positions="all", label_shift=self.label_shift, head_transform=head.transform,
+                    )
+                    stats.update(features, labels)
+                summary = stats.summary(head.weight)
+        finally:
+            model.train(was_training)
+        if summary.classes < 2:
+            raise ConfigError(f"collapse: only {summary.classes} class(es) of V occur at least {self.min_count} times "
+                              f"in {len(texts)} held-out passages; raise its limit")
+        table = pd.DataFrame({
+            "token_id": summary.token_ids.tolist(),
+            "word": tokenizer.convert_ids_to_tokens(summary.token_ids.tolist()),
+            "count": summary.counts.numpy().astype(np.int64),
+            "mean": [row.astype(np.float32).tolist() for row in summary.means.numpy()],
+            "weight": [row.astype(np.float32).tolist() for row in summary.weight.numpy()],
+        })
+        metrics = point_metrics(type(self), table)
+        metrics["collapse/classes"] = float(summary.classes)
+        return BenchmarkResult(metrics, {"classes": table})
