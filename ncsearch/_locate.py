@@ -52,7 +52,7 @@ def locate_store(target: str | None, *, tracking_uri: str | None = None, storage
             return _from_run_dir(path, f"run directory {path}")
         if path.is_file() and path.suffix in (".yaml", ".yml"):
             from ncsearch.config import load_spec
-            from ncsearch.search import run_dir_for
+            from ncsearch.paths import run_dir_for
 
             spec = load_spec(path, overrides)
             run_dir = run_dir_for(spec, storage)

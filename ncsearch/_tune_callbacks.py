@@ -1,8 +1,13 @@
 """Tune callbacks of a search, running in the driver: MLflow tracking and compact progress lines.
 
 Imported only by `ncsearch.search` after Ray Train V2 has been selected. Both callbacks are pickled
-with the Tuner (Tune stores its RunConfig) and so keep only plain state; the MLflow client and the
-run-id map are re-read from the run directory after a `--resume`.
+with the Tuner (Tune stores its RunConfig) and so keep only plain state; the MLflow client is
+re-created after a `--resume`, and which groups were already summarised is saved with Tune's
+experiment state (`get_state`).
+
+When every seed of a configuration (and of its control) has ended, `TrackingCallback` summarises it
+(`ncsearch.analysis`, from the trials' evaluation folders) onto the configuration's MLflow run and
+prints one line with its objectives and their intervals.
 """
 
 from __future__ import annotations
@@ -15,19 +20,30 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from ncsearch._trial_driver import (
+    CHECKPOINT_KEY,
+    EVAL_DIR_KEY,
+    FINAL_KEY,
+    ROLE_CONTROL,
+    TOKENIZER_KEY,
+    TrialIdentity,
+    run_spec,
+    searched_values,
+)
 from ncsearch.config import SearchSpec, parse_spec
-from ncsearch.tracking import SearchTracker, failure_reason, flatten_params
+from ncsearch.tracking import CONFIGURATION, CONTROL, SearchTracker, failure_reason, flatten_params
 
-__all__ = ["FINAL_KEY", "ProgressCallback", "TrackingCallback", "final_metrics", "trial_error_text"]
+__all__ = ["ProgressCallback", "TrackingCallback", "final_metrics", "progress_line", "trial_error_text"]
 
-#: Set in the one result the trial driver reports after evaluation.
-FINAL_KEY = "ncsearch/final"
-EVAL_DIR_KEY = "ncsearch/eval_dir"
+
+def progress_line(text: str, stream: TextIO | None = None) -> None:
+    """One timestamped progress line on stdout (or `stream`)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=stream or sys.stdout, flush=True)
 
 
 def final_metrics(result: dict[str, Any], benchmarks: tuple[str, ...]) -> dict[str, float]:
-    """The numeric metrics of a trial's final result worth keeping: benchmark metrics, train/* and
-    time/* (Tune's own bookkeeping keys and the config are left out)."""
+    """The numeric metrics of a trial's final result worth keeping: benchmark metrics (with their
+    `.ci_low`/`.ci_high`), train/* and time/* (Tune's bookkeeping keys and the config left out)."""
     prefixes = tuple(f"{b}/" for b in benchmarks) + ("train/", "time/")
     out = {}
     for key, value in result.items():
@@ -43,17 +59,31 @@ def trial_error_text(trial: Any) -> str:
     return ""
 
 
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
 class TrackingCallback(Callback):
-    """Writes the MLflow child runs (DESIGN.md §8) as Tune reports trial events."""
+    """Writes the MLflow layout of `ncsearch.tracking` as Tune reports trial events."""
 
     def __init__(self, run_dir: str, spec: dict[str, Any]):
         self.run_dir = run_dir
         self.spec_data = spec
         self._tracker: SearchTracker | None = None
         self._spec: SearchSpec | None = None
+        self._summarised: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"run_dir": self.run_dir, "spec_data": self.spec_data, "_tracker": None, "_spec": None}
+        return {"run_dir": self.run_dir, "spec_data": self.spec_data, "_tracker": None, "_spec": None,
+                "_summarised": set(self._summarised)}
+
+    def get_state(self) -> dict[str, Any]:
+        return {"summarised": sorted(self._summarised)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._summarised = set(state.get("summarised", ()))
 
     @property
     def tracker(self) -> SearchTracker:
@@ -67,9 +97,20 @@ class TrackingCallback(Callback):
             self._spec = parse_spec(self.spec_data, source="<search spec>")
         return self._spec
 
+    def benchmarks(self) -> tuple[str, ...]:
+        return (*self.spec.eval.benchmark_names(), "collapse")
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        resolved = self.spec.resolve(trial.config).to_dict()
-        self.tracker.start_trial(trial.trial_id, params=flatten_params(resolved), trial_name=f"trial-{trial.trial_id}")
+        from ncsearch.analysis import label_of
+
+        identity = TrialIdentity.of(trial.config)
+        values = searched_values(trial.config)
+        run = run_spec(self.spec, trial.config)
+        self.tracker.start_group(identity.group, role=CONTROL if identity.role == ROLE_CONTROL else CONFIGURATION,
+                                 label=label_of(values, identity.role), values=values,
+                                 params=flatten_params(run.to_dict()), control=identity.control)
+        self.tracker.start_trial(trial.trial_id, group=identity.group, kind=identity.role, replicate=identity.replicate,
+                                 seed=run.train.seed, params=flatten_params(run.to_dict()))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if result.get(FINAL_KEY) or "step" not in result:
@@ -79,17 +120,83 @@ class TrackingCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
-        metrics = final_metrics(result, self.spec.eval.benchmark_names())
+        metrics = final_metrics(result, self.benchmarks())
         self.tracker.finish_trial(trial.trial_id, metrics, artifact_dir=result.get(EVAL_DIR_KEY),
-                                  tags={"ncsearch.checkpoint": str(result.get("ncsearch/checkpoint", ""))})
+                                  tags={"ncsearch.checkpoint": str(result.get(CHECKPOINT_KEY, "")),
+                                        "ncsearch.tokenizer": str(result.get(TOKENIZER_KEY, ""))})
+        self._summarise_ready(trials, ended=trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         text = trial_error_text(trial)
         self.tracker.fail_trial(trial.trial_id, failure_reason(text) if text else "unknown error", error_text=text or None)
+        self._summarise_ready(trials, ended=trial)
+
+    # ----- group summaries -----------------------------------------------------------------------
+
+    def _summarise_ready(self, trials: list, *, ended: Any) -> None:
+        """Summarise every group whose seeds (and whose control's seeds) have all ended."""
+        from ncsearch._eval_store import read_eval
+        from ncsearch.analysis import GroupInfo, RunRecord, SearchAnalysis, label_of
+
+        k = self.spec.search.replicates
+        members: dict[str, list[Any]] = {}
+        for trial in trials:
+            members.setdefault(TrialIdentity.of(trial.config).group, []).append(trial)
+
+        def ended_ok(trial: Any) -> bool | None:  # True finished, False failed, None still going
+            if trial is ended:
+                return bool((trial.last_result or {}).get(FINAL_KEY)) and trial.status != "ERROR"
+            if trial.status == "TERMINATED":
+                return bool((trial.last_result or {}).get(FINAL_KEY))
+            return False if trial.status == "ERROR" else None
+
+        def complete(group: str) -> bool:
+            found = members.get(group, [])
+            return len(found) >= k and all(ended_ok(t) is not None for t in found)
+
+        for group, found in members.items():
+            identity = TrialIdentity.of(found[0].config)
+            if group in self._summarised or not complete(group):
+                continue
+            if identity.control and not complete(identity.control):
+                continue
+            involved = [group] + ([identity.control] if identity.control else [])
+            runs, infos = [], {}
+            for name in involved:
+                first = TrialIdentity.of(members[name][0].config)
+                values = searched_values(members[name][0].config)
+                infos[name] = GroupInfo(name, first.role, values, label_of(values, first.role), first.control)
+                for trial in members[name]:
+                    ok = ended_ok(trial)
+                    eval_dir = (trial.last_result or {}).get(EVAL_DIR_KEY)
+                    runs.append(RunRecord(trial.trial_id, first.role, name, TrialIdentity.of(trial.config).replicate,
+                                          "FINISHED" if ok else "FAILED",
+                                          metrics=final_metrics(trial.last_result or {}, self.benchmarks()) if ok else {},
+                                          evaluation=(lambda d=eval_dir: read_eval(d)) if ok else None))
+            analysis = SearchAnalysis(runs, infos, [(o.metric, o.mode) for o in self.spec.objectives])
+            for name in involved:
+                if name in self._summarised and name != group:
+                    continue
+                summary = analysis.summaries[name]
+                self.tracker.finish_group(name, summary.mlflow_metrics(), status="FINISHED" if summary.runs else "FAILED")
+                self._summarised.add(name)
+                progress_line(self._summary_line(analysis, name))
+
+    def _summary_line(self, analysis: Any, group: str) -> str:
+        summary = analysis.summaries[group]
+        if not summary.runs:
+            return f"{summary.info.label}: every seed failed"
+        parts = []
+        for o in self.spec.objectives:
+            e = analysis.objective_estimate(summary, o.metric)
+            if e is not None:
+                parts.append(f"{o.metric} {e.format()}")
+        seeds = f"{summary.seeds} seed{'s' if summary.seeds != 1 else ''}"
+        return f"{summary.info.label} ({seeds}, mean [95% interval]): " + "; ".join(parts)
 
 
 class ProgressCallback(Callback):
-    """One short line per trial event, with the objectives on completion."""
+    """One short line per run event, with the objectives on completion."""
 
     def __init__(self, objectives: list[tuple[str, str]], total: int, steps: int | None = None, stream: TextIO | None = None):
         self.objectives = objectives
@@ -112,39 +219,40 @@ class ProgressCallback(Callback):
         self._done = int(state.get("done", 0))
 
     def _print(self, text: str) -> None:
-        stream = self._stream or sys.stdout
-        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=stream, flush=True)
+        progress_line(text, self._stream)
+
+    @staticmethod
+    def _name(trial: Any) -> str:
+        identity = TrialIdentity.of(trial.config)
+        return f"{identity.group} seed {identity.replicate} (trial {trial.trial_id})"
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        from ncsearch.analysis import label_of
+
         self._started[trial.trial_id] = time.monotonic()
-        params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(trial.config.items()))
-        self._print(f"trial {trial.trial_id} started: {params}")
+        identity = TrialIdentity.of(trial.config)
+        self._print(f"{self._name(trial)} started: {label_of(searched_values(trial.config), identity.role)}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if result.get(FINAL_KEY) or "step" not in result:
             return
         shown = ", ".join(f"{k.removeprefix('train/')}={_short(result[k])}" for k in ("train/loss", "train/unc3", "train/nc3") if k in result)
         of = f"/{self.steps}" if self.steps else ""
-        self._print(f"trial {trial.trial_id} step {int(result['step'])}{of}: {shown}")
+        self._print(f"{self._name(trial)} step {int(result['step'])}{of}: {shown}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._done += 1
         result = trial.last_result or {}
         took = time.monotonic() - self._started.get(trial.trial_id, time.monotonic())
-        shown = ", ".join(f"{m}={_short(result.get(m, math.nan))}" for m, _ in self.objectives)
-        self._print(f"trial {trial.trial_id} finished ({self._done}/{self.total}, {took:.0f}s): {shown}")
+        shown = ", ".join(f"{m.removeprefix('delta/')}={_short(result.get(m.removeprefix('delta/'), math.nan))}"
+                          for m, _ in self.objectives)
+        self._print(f"{self._name(trial)} finished ({self._done}/{self.total} runs, {took:.0f}s): {shown}")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         text = trial_error_text(trial)
-        self._print(f"trial {trial.trial_id} crashed, retrying: {failure_reason(text) if text else 'unknown error'}")
+        self._print(f"{self._name(trial)} crashed, retrying: {failure_reason(text) if text else 'unknown error'}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._done += 1
         text = trial_error_text(trial)
-        self._print(f"trial {trial.trial_id} FAILED ({self._done}/{self.total}): {failure_reason(text) if text else 'unknown error'}")
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+        self._print(f"{self._name(trial)} FAILED ({self._done}/{self.total} runs): {failure_reason(text) if text else 'unknown error'}")

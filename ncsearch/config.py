@@ -26,6 +26,7 @@ from ncsearch.errors import ConfigError
 __all__ = [
     "BASELINES",
     "BENCHMARKS",
+    "DELTA_PREFIX",
     "DIST_KINDS",
     "Distribution",
     "SearchSpec",
@@ -202,11 +203,16 @@ class NC3Spec(_Strict):
 
 
 class EvalSpec(_Strict):
-    """The evaluation run on each trial's final checkpoint."""
+    """The evaluation run on each trial's final checkpoint.
+
+    `options` passes keyword arguments to a benchmark (its constructor's options, checked before Ray
+    starts), e.g. `{crows_pairs: {scorers: [bias_bench, nangia]}}`.
+    """
 
     suite: Literal["gender", "full", "custom"] = "gender"
     benchmarks: list[Literal[BENCHMARKS]] | None = None  # type: ignore[valid-type]
     limits: dict[Literal[BENCHMARKS], PositiveInt] = {}  # type: ignore[valid-type]
+    options: dict[Literal[BENCHMARKS], dict[str, Any]] = {}  # type: ignore[valid-type]
     domains: Annotated[list[Literal[DOMAINS]], Field(min_length=1)] | None = None  # type: ignore[valid-type]
     batch_size: PositiveInt = 64
     seed: Annotated[int, Field(ge=0)] = 0
@@ -229,16 +235,42 @@ class EvalSpec(_Strict):
         return SUITE_DOMAINS.get(self.suite)
 
 
+#: An objective `delta/<metric>` is the paired difference of <metric> against the seed-matched control.
+DELTA_PREFIX = "delta/"
+
+
 class Objective(_Strict):
-    """One objective of the multi-objective search: an evaluation metric key and its direction."""
+    """One objective of the multi-objective search: an evaluation metric key and its direction.
+
+    `delta/<metric>` names the configuration's mean paired difference against its seed-matched
+    control (needs `search.control: true`).
+    """
 
     metric: Annotated[str, Field(pattern=r"^[a-z_]+(/[A-Za-z0-9_.+\-]+)+$")]
     mode: Literal["min", "max"]
 
+    @property
+    def base_metric(self) -> str:
+        return self.metric.removeprefix(DELTA_PREFIX)
+
+    @property
+    def is_delta(self) -> bool:
+        return self.metric.startswith(DELTA_PREFIX)
+
 
 class SearchAlgoSpec(_Strict):
+    """How configurations are proposed and how each is trained.
+
+    `replicates`: training seeds per configuration (train.seed, train.seed + 1, ...); Optuna sees the
+    mean over them. `control`: for each of those seeds, also train the configuration with alpha = 0
+    and everything else the same (same data order and masks), once per distinct non-NC3 setting, and
+    report every configuration's paired difference against it.
+    """
+
     algorithm: Literal["tpe", "nsga2", "random", "grid"] = "tpe"
     num_samples: PositiveInt = 8
+    replicates: PositiveInt = 1
+    control: bool = False
     max_concurrent: PositiveInt = 1
     seed: Annotated[int, Field(ge=0)] = 0
     max_failures: Annotated[int, Field(ge=0)] = 1
@@ -280,7 +312,10 @@ class SearchSpec(_Strict):
     def _cross_checks(self) -> SearchSpec:
         names = self.eval.benchmark_names()
         for i, obj in enumerate(self.objectives):
-            bench = obj.metric.split("/", 1)[0]
+            if obj.is_delta and not self.search.control:
+                raise ValueError(f"objectives[{i}].metric {obj.metric!r} is a difference against the control, "
+                                 "but search.control is false; set search.control: true")
+            bench = obj.base_metric.split("/", 1)[0]
             if bench not in names:
                 raise ValueError(
                     f"objectives[{i}].metric {obj.metric!r} needs benchmark {bench!r}, "
@@ -298,6 +333,9 @@ class SearchSpec(_Strict):
             bad = [k for k, d in dists.items() if d.kind == "grid"]
             if bad:
                 raise ValueError(f"'grid' distributions need search.algorithm: grid (found at {', '.join(bad)})")
+        if self.search.control and _always_zero(self.nc3.alpha):
+            raise ValueError("search.control trains an alpha = 0 twin of every configuration, but nc3.alpha is "
+                             "fixed at 0 here: each trial would be its own control; search alpha or drop search.control")
         sources = self.nc3.vocab.source
         uses_file = sources == "file" or (isinstance(sources, Distribution) and "file" in sources.args)
         if uses_file and not self.nc3.vocab.file:
@@ -326,6 +364,56 @@ class SearchSpec(_Strict):
     def to_dict(self) -> dict[str, Any]:
         """Plain data (distributions as their YAML mapping) that `parse_spec` reads back."""
         return _plain(self)
+
+    # ----- replicates and controls ---------------------------------------------------------------
+
+    def for_replicate(self, replicate: int) -> SearchSpec:
+        """The same run with training seed `train.seed + replicate` (data order, masks, dropout and the
+        initialisation of new parameters all follow it)."""
+        return self.model_copy(update={"train": self.train.model_copy(update={"seed": self.train.seed + replicate})})
+
+    def as_control(self) -> SearchSpec:
+        """The same run without the regularizer (alpha = 0); the NC3 statistics are still kept, so
+        train-time UNC3 is still reported. The copy is one run, not a search of controls."""
+        return self.model_copy(update={"nc3": self.nc3.model_copy(update={"alpha": 0.0}),
+                                       "search": self.search.model_copy(update={"control": False})})
+
+    def control_key(self) -> str:
+        """A content hash of what a run trains and evaluates, without the NC3 fields and the seed: runs
+        with the same key differ only in the regularizer, so one alpha = 0 control (per seed) serves
+        them all."""
+        import hashlib
+        import json
+
+        data = self.to_dict()
+        content = {key: data[key] for key in _RUN_FIELDS}
+        content["train"] = {k: v for k, v in content["train"].items() if k != "seed"}
+        text = json.dumps(_canonical_numbers(content), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+#: The fields of a spec that change what one run trains or measures (the rest names and schedules runs).
+_RUN_FIELDS = ("model", "baseline", "baseline_options", "train", "eval", "resources", "data_dir")
+
+
+def _canonical_numbers(value: Any) -> Any:
+    """Integers as floats, so that `0` and `0.0` (a YAML int and a validated float) hash alike."""
+    if isinstance(value, dict):
+        return {k: _canonical_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical_numbers(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _always_zero(value: Any) -> bool:
+    """True when a (possibly searched) alpha can only be 0."""
+    if isinstance(value, Distribution):
+        if value.kind in ("choice", "grid"):
+            return all(v == 0 for v in value.args)
+        return value.args[1] == 0
+    return value == 0
 
 
 def _walk_distributions(model: BaseModel, prefix: str) -> Iterator[tuple[str, Distribution]]:
@@ -523,7 +611,12 @@ def apply_overrides(data: Any, overrides: list[str]) -> dict[str, Any]:
 
 def describe(spec: SearchSpec) -> str:
     """A short human summary of what a spec searches, used by `ncsearch validate`."""
-    lines = [f"search space {spec.name!r}: model {spec.model}, {spec.search.algorithm} x {spec.search.num_samples} trials"]
+    configurations = spec.search.num_samples
+    if spec.search.algorithm == "grid" and "num_samples" not in spec.search.model_fields_set:
+        import math
+
+        configurations = math.prod(len(d.args) for d in spec.distributions().values())
+    lines = [f"search space {spec.name!r}: model {spec.model}, {spec.search.algorithm} x {configurations} configurations"]
     dists = spec.distributions()
     if dists:
         lines.append("searched:")
@@ -532,6 +625,10 @@ def describe(spec: SearchSpec) -> str:
     else:
         lines.append("searched: nothing (every field fixed)")
     lines.append("objectives: " + ", ".join(f"{o.mode} {o.metric}" for o in spec.objectives))
+    runs = f"{spec.search.replicates} seed(s) per configuration"
+    if spec.search.control:
+        runs += ", each with a seed-matched alpha = 0 control"
+    lines.append(f"runs: {runs}")
     lines.append("eval: " + ", ".join(spec.eval.benchmark_names()))
     return "\n".join(lines)
 

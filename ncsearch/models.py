@@ -29,7 +29,8 @@ from ncsearch.paths import cache_dir
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["ALIASES", "AdaptSettings", "adapted_model_dir", "ensure_model", "load_mlm", "METRICS_FILE", "STEPS_ENV"]
+__all__ = ["ALIASES", "AdaptSettings", "adapted_model_dir", "ensure_model", "load_mlm", "METRICS_FILE", "STEPS_ENV",
+           "tokenizer_fingerprint"]
 
 ALIASES = ("minilm-l6",)
 STEPS_ENV = "NCSEARCH_ADAPT_STEPS"
@@ -78,6 +79,17 @@ def adapted_model_dir(name: str = "minilm-l6", *, data_root: Path | None = None)
     """Where the adapted alias lives (or will live) for the current settings; adapts nothing."""
     base, settings, train, heldout = _adaptation_inputs(name, data_root)
     return _cache_path(name, base, settings, train, heldout)
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A short hash of the tokenizer's vocabulary and special tokens: two checkpoints with the same
+    fingerprint see every benchmark as the same token sequences, so their examples can be paired."""
+    import hashlib
+    import json
+
+    content = {"vocab": sorted(tokenizer.get_vocab().items()), "special": sorted(map(str, tokenizer.all_special_tokens)),
+               "lower": bool(getattr(tokenizer, "do_lower_case", False))}
+    return hashlib.sha256(json.dumps(content).encode("utf-8")).hexdigest()[:16]
 
 
 # --- loading -------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Pareto fronts of a multi-objective search: the non-dominated trials and their hypervolume.
 
-Pure computation (numpy, pandas); drawing lives in `ncsearch._pareto_plots` and is imported only when
-a plot is written. Every function takes the objective directions explicitly (`"min"` / `"max"`), and
+Pure computation (numpy, pandas); the report (`ncsearch.report`) decides what is on the front of a
+search's configuration means, adds intervals, and draws it. Every function takes the objective directions explicitly (`"min"` / `"max"`), and
 internally turns the values into a minimization problem by negating the "max" columns.
 
 Hypervolume reference point
@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,12 +35,10 @@ from ncsearch.errors import ConfigError
 __all__ = [
     "ParetoInfo",
     "dominates",
-    "format_front",
     "hypervolume",
     "non_dominated",
     "pareto_info",
     "reference_point",
-    "write_pareto_artifacts",
 ]
 
 #: Default margin of the reference point beyond the worst trial, as a fraction of each objective's range.
@@ -223,58 +220,3 @@ def pareto_info(trials: pd.DataFrame, objectives: Sequence[Any], *, reference: S
     ref = reference_point(values, modes) if reference is None else np.asarray(reference, dtype=float)
     hv = hypervolume(values, modes, ref)
     return ParetoInfo(table, pairs, dict(zip(metrics, map(float, ref))), hv)
-
-
-def write_pareto_artifacts(info: ParetoInfo, out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
-    """Write pareto.csv, all_trials.csv and (when `plots`) pareto.png and pareto.html into `out_dir`.
-
-    Files are written to a temporary name and renamed, so a reader never sees half a file.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"pareto.csv": out / "pareto.csv", "all_trials.csv": out / "all_trials.csv"}
-    _atomic_csv(info.front, paths["pareto.csv"])
-    _atomic_csv(info.trials, paths["all_trials.csv"])
-    if plots and len(info.front):
-        from ncsearch import _pareto_plots
-
-        paths["pareto.png"] = _pareto_plots.save_png(info, out / "pareto.png")
-        paths["pareto.html"] = _pareto_plots.save_html(info, out / "pareto.html")
-    return paths
-
-
-def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
-
-
-def format_front(info: ParetoInfo, *, extra: Sequence[str] = ()) -> str:
-    """A plain-text table of the front: trial, the objectives (with arrows for the direction), extras."""
-    if info.front.empty:
-        return "Pareto front: empty (no trial finished with every objective)"
-    id_col = next((c for c in ("trial", "trial_id") if c in info.front.columns), None)
-    cols = ([id_col] if id_col else []) + info.metrics + [c for c in extra if c in info.front.columns]
-    directions = dict(info.objectives)
-    heads = []
-    for c in cols:
-        if c == id_col:
-            heads.append("trial")
-        elif c in directions:
-            heads.append(f"{c} ({'min' if directions[c] == 'min' else 'max'})")
-        else:
-            heads.append(c)
-    rows = [[_fmt(row[c]) for c in cols] for _, row in info.front.iterrows()]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
-    hv = "n/a" if not math.isfinite(info.hypervolume) else f"{info.hypervolume:.6g}"
-    ref = ", ".join(f"{k}={v:.6g}" for k, v in (info.reference or {}).items())
-    lines.append(f"hypervolume {hv} (reference: {ref})")
-    return "\n".join(lines)
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)

@@ -113,7 +113,11 @@ def make_sampler(spec: SearchSpec) -> optuna.samplers.BaseSampler:
 
 @dataclass
 class SearchPlan:
-    """The translated search: hand `param_space` to the Tuner and `searcher(...)` to its TuneConfig."""
+    """The translated search: hand `param_space` to the Tuner and `searcher(...)` to its TuneConfig.
+
+    `num_samples` counts configurations (what Optuna proposes); each is trained `replicates` times,
+    and with `control` beside alpha = 0 twins, so Tune runs up to `expected_runs` trials.
+    """
 
     param_space: dict[str, Any]
     metrics: list[str]
@@ -122,19 +126,31 @@ class SearchPlan:
     num_samples: int
     max_concurrent: int
     algorithm: str
+    spec: dict[str, Any]
+    replicates: int = 1
+    control: bool = False
+    controls: int = 0
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def expected_runs(self) -> int:
+        """Tune trials the search will run (at most, when the number of controls is an upper bound)."""
+        return (self.num_samples + self.controls) * self.replicates
 
     def searcher(self, *, storage_url: str | None, study_name: str) -> Searcher:
         """`OptunaSearch` (metric/mode lists: multi-objective) over an Optuna `RDBStorage` at
-        `storage_url` (e.g. ``sqlite:////abs/run/optuna.db``; None keeps the study in memory), wrapped
-        in a `ConcurrencyLimiter` so Optuna never has more than `max_concurrent` trials asked."""
-        from ray.tune.search import ConcurrencyLimiter
+        `storage_url` (e.g. ``sqlite:////abs/run/optuna.db``; None keeps the study in memory), inside
+        `ReplicatedSearch`, which runs each configuration's seeds and controls as Tune trials and tells
+        Optuna their mean (see `ncsearch._replicates`); it also caps concurrency at `max_concurrent`."""
         from ray.tune.search.optuna import OptunaSearch
+
+        from ncsearch._replicates import ReplicatedSearch
 
         storage = optuna.storages.RDBStorage(storage_url) if storage_url else None
         search = OptunaSearch(metric=list(self.metrics), mode=list(self.modes), sampler=self.sampler,
                               storage=storage, study_name=study_name)
-        return ConcurrencyLimiter(search, max_concurrent=self.max_concurrent)
+        return ReplicatedSearch(search, spec=self.spec, configurations=self.num_samples, replicates=self.replicates,
+                                control=self.control, max_concurrent=self.max_concurrent)
 
 
 def translate(spec: SearchSpec, *, num_samples: int | None = None) -> SearchPlan:
@@ -164,13 +180,24 @@ def translate(spec: SearchSpec, *, num_samples: int | None = None) -> SearchPlan
         elif n < size:
             notes.append(f"grid has {size} points; running the first {n} (seeded order)")
     sampler = make_sampler(spec.model_copy(update={"search": spec.search.model_copy(update={"num_samples": n})}))
+    controls = 0
+    if spec.search.control:
+        # One control per distinct non-NC3 setting: all of them when those are enumerable, else at most one per configuration.
+        other = [d for k, d in spec.distributions().items() if not k.startswith("nc3.")]
+        enumerable = all(d.kind in ("choice", "grid") for d in other)
+        controls = min(n, math.prod(len(d.args) for d in other)) if enumerable else n
+    runs = (n + controls) * spec.search.replicates
     return SearchPlan(
         param_space=space,
         metrics=[o.metric for o in spec.objectives],
         modes=[o.mode for o in spec.objectives],
         sampler=sampler,
         num_samples=n,
-        max_concurrent=min(spec.search.max_concurrent, n),
+        max_concurrent=min(spec.search.max_concurrent, runs),
         algorithm=spec.search.algorithm,
+        spec=spec.to_dict(),
+        replicates=spec.search.replicates,
+        control=spec.search.control,
+        controls=controls,
         notes=notes,
     )

@@ -1,14 +1,31 @@
 """MLflow layout of a search (DESIGN.md §8), written from the driver process only.
 
-- Experiment: `spec.tracking.experiment` or the search's `name`.
-- Parent run, one per search run directory (a `--resume` continues the same parent run): the YAML as
-  an artifact (`search_space.yaml`, plus `spec.yaml`, the effective spec after overrides), tags
-  `ncsearch.git_sha`, `ncsearch.ray_address`, `ncsearch.version`, `ncsearch.run_dir`, and the
-  objectives as the tag `ncsearch.objectives` (JSON) so `ncsearch pareto` can rebuild the front from
-  MLflow alone. At the end: pareto.csv/.png/.html, all_trials.csv and the metric `pareto/hypervolume`.
-- Child run per trial, nested under the parent (`mlflow.parentRunId`): the resolved spec as flat
-  dotted params, step metrics (`train/*`), the final eval metrics, eval details as JSON artifacts. A
-  trial that fails for good ends FAILED with the reason in the tag `ncsearch.failure_reason`.
+Three levels, so that the run table reads the same whatever the number of seeds:
+
+- **Search** (parent run, `ncsearch.role=parent`), one per search run directory (a `--resume`
+  continues it): the YAML as an artifact (`search_space.yaml`, plus `spec.yaml`, the effective spec
+  after overrides), tags `ncsearch.git_sha`, `ncsearch.ray_address`, `ncsearch.version`,
+  `ncsearch.run_dir`, and the objectives as the tag `ncsearch.objectives` (JSON). At the end:
+  `pareto/` (pareto.csv, configurations.csv, all_trials.csv, pareto.png, pareto.html), `report/`
+  (report.html, report.md) and the metrics `pareto/hypervolume` (+ `.ci_low`/`.ci_high`).
+- **Configuration** (`ncsearch.role=configuration`), nested under the search: one per configuration
+  Optuna proposed, named by its searched values ("alpha=0.1152"); and **control**
+  (`ncsearch.role=control`), one per control key. Params: the resolved spec (flat, dotted, without
+  the seed). Metrics, once its seeds have finished: `<m>` (mean over seeds), `<m>.ci_low/.ci_high`
+  (two-level bootstrap over seeds and examples), `<m>.seed_sd`, and against the control
+  `delta/<m>` with `.ci_low/.ci_high/.p_value/.p_holm` (`GroupSummary.mlflow_metrics`).
+- **Seed** (`ncsearch.role=seed`), nested under its configuration or control: one per Tune trial,
+  named "seed N": the run's own params, step metrics (`train/*`), the final eval metrics with their
+  intervals (`<m>.ci_low/.ci_high`), the evaluation folder as the artifact `eval/` (per-example
+  tables), tags `ncsearch.group`, `ncsearch.kind` (trial|control), `ncsearch.replicate`,
+  `ncsearch.seed`, `ncsearch.trial_id`. A run that fails for good ends FAILED with the reason in
+  `ncsearch.failure_reason`.
+
+Why this layout: the MLflow UI collapses nested runs under their parent, so the top level of the
+search lists its configurations and control with the numbers Optuna saw (mean over seeds) and their
+intervals, side by side and sortable; expanding one shows its seeds, each with its curves and
+per-example tables. A flat list of seed runs would put k near-duplicate rows per configuration and
+no mean anywhere; tags alone cannot group rows in the UI.
 
 Why one writer in the driver: Tune callbacks run in the driver, so the Ray workers never import
 MLflow or need the tracking URI, and a SQLite store never sees concurrent writers. The default store
@@ -16,7 +33,7 @@ is `sqlite:///<run dir>/mlflow.db` with artifacts in `<run dir>/mlartifacts`; an
 (an `mlflow server` keeps its own artifact store).
 
 `SearchTracker` keeps its run ids in `<run dir>/tracking.json` so a restarted driver (`--resume`)
-continues the same parent run and the same child run per trial.
+continues the same parent run and the same configuration and seed runs.
 """
 
 from __future__ import annotations
@@ -47,7 +64,7 @@ __all__ = [
     "default_tracking_uri",
     "failure_reason",
     "flatten_params",
-    "load_trials",
+    "parent_run",
     "searched_keys",
 ]
 
@@ -55,7 +72,15 @@ ROLE_TAG = "ncsearch.role"
 OBJECTIVES_TAG = "ncsearch.objectives"
 TRIAL_TAG = "ncsearch.trial_id"
 REASON_TAG = "ncsearch.failure_reason"
-STATE_FILE = "tracking.json"
+GROUP_TAG = "ncsearch.group"
+KIND_TAG = "ncsearch.kind"
+REPLICATE_TAG = "ncsearch.replicate"
+SEED_TAG = "ncsearch.seed"
+VALUES_TAG = "ncsearch.values"
+CONTROL_TAG = "ncsearch.control"
+LABEL_TAG = "ncsearch.label"
+#: `ncsearch.role` of each level.
+PARENT, CONFIGURATION, CONTROL, SEED = "parent", "configuration", "control", "seed"
 
 _MAX_PARAM_LEN = 6000
 _BATCH = 100
@@ -63,7 +88,9 @@ _BATCH = 100
 
 def default_tracking_uri(run_dir: str | Path) -> str:
     """`sqlite:///<abs run dir>/mlflow.db` (four slashes for an absolute path)."""
-    return f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
+    from ncsearch.paths import RunLayout
+
+    return RunLayout(run_dir).mlflow_uri
 
 
 def flatten_params(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -138,9 +165,12 @@ class TrackingState:
     """`<run dir>/tracking.json`: the tracking URI, experiment and run ids of one search run."""
 
     def __init__(self, run_dir: str | Path):
-        self.path = Path(run_dir) / STATE_FILE
+        from ncsearch.paths import RunLayout
+
+        self.path = RunLayout(run_dir).tracking_file
         self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {}
         self.data.setdefault("trials", {})
+        self.data.setdefault("groups", {})
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +193,7 @@ class SearchTracker:
         uri = tracking_uri or self.state.data.get("tracking_uri") or default_tracking_uri(self.run_dir)
         name = experiment or self.state.data.get("experiment")
         if not name:
-            raise NcsearchError(f"{self.run_dir}: no experiment name given and no {STATE_FILE} to read it from")
+            raise NcsearchError(f"{self.run_dir}: no experiment name given and no {self.state.path.name} to read it from")
         self.tracking_uri, self.experiment = uri, name
         self._client: MlflowClient | None = None
         self._experiment_id: str | None = None
@@ -186,7 +216,9 @@ class SearchTracker:
                 artifact_location = None
                 if self.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in self.tracking_uri:
                     # A local store: keep artifacts beside it rather than in ./mlruns of the cwd.
-                    artifact_location = (self.run_dir / "mlartifacts").as_uri()
+                    from ncsearch.paths import RunLayout
+
+                    artifact_location = RunLayout(self.run_dir).mlflow_artifacts.as_uri()
                 try:
                     self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=artifact_location)
                 except Exception:  # created concurrently by another search with the same name
@@ -237,7 +269,7 @@ class SearchTracker:
             self.experiment_id,
             run_name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
             tags={
-                ROLE_TAG: "parent",
+                ROLE_TAG: PARENT,
                 "ncsearch.git_sha": _git_sha(),
                 "ncsearch.ray_address": ray_address or "local",
                 "ncsearch.version": __version__,
@@ -255,7 +287,7 @@ class SearchTracker:
             self.client.log_text(parent, Path(yaml_path).read_text(encoding="utf-8"), "search_space.yaml")
         self.client.log_text(parent, yaml.safe_dump(plain, sort_keys=False), "spec.yaml")
         data.update({"tracking_uri": self.tracking_uri, "experiment": self.experiment,
-                     "experiment_id": self.experiment_id, "parent_run_id": parent, "trials": {}})
+                     "experiment_id": self.experiment_id, "parent_run_id": parent, "trials": {}, "groups": {}})
         self.state.save()
         return parent
 
@@ -266,30 +298,54 @@ class SearchTracker:
             raise NcsearchError("the parent run has not been started")
         return run_id
 
-    def finish_parent(self, info: ParetoInfo | None, artifact_dir: str | Path | None, *, status: str = "FINISHED",
-                      counts: Mapping[str, float] | None = None) -> None:
-        """Log the Pareto artifacts and hypervolume on the parent run and close it."""
+    def finish_parent(self, *, metrics: Mapping[str, float], artifacts: Mapping[str, str | Path],
+                      tags: Mapping[str, str] | None = None, status: str = "FINISHED") -> None:
+        """Log the search's summary metrics and artifact folders ({artifact path: local folder}) on the
+        parent run and close it."""
         parent = self.parent_run_id
-        metrics = dict(counts or {})
-        if info is not None:
-            metrics["pareto/hypervolume"] = info.hypervolume
-            metrics["pareto/front_size"] = float(len(info.front))
-            if info.reference:
-                self._log(parent, tags={"ncsearch.hypervolume_reference": json.dumps(info.reference)})
-        self._log(parent, metrics=metrics)
-        if artifact_dir is not None:
-            for path in sorted(Path(artifact_dir).iterdir()):
-                if path.is_file():
-                    self.client.log_artifact(parent, str(path), artifact_path="pareto")
+        self._log(parent, metrics=metrics, tags=tags)
+        for artifact_path, folder in artifacts.items():
+            if Path(folder).is_dir():
+                self.client.log_artifacts(parent, str(folder), artifact_path=artifact_path)
         self.client.set_terminated(parent, status=status)
 
-    # ----- child runs ----------------------------------------------------------------------------
+    # ----- configuration, control and seed runs ----------------------------------------------------
+
+    def group_run_id(self, group: str) -> str | None:
+        return self.state.data["groups"].get(group)
+
+    def start_group(self, group: str, *, role: str, label: str, values: Mapping[str, Any],
+                    params: Mapping[str, str], control: str | None = None) -> str:
+        """The configuration's (or control's) run under the search, created on its first seed."""
+        existing = self.group_run_id(group)
+        if existing is not None:
+            self.client.update_run(existing, status="RUNNING")
+            return existing
+        tags = {"mlflow.parentRunId": self.parent_run_id, ROLE_TAG: role, GROUP_TAG: group, LABEL_TAG: label,
+                VALUES_TAG: json.dumps(dict(values), default=str)}
+        if control:
+            tags[CONTROL_TAG] = control
+        run = self.client.create_run(self.experiment_id, run_name=label, tags=tags)
+        # A group spans seeds: its params are the resolved spec without the seed.
+        self._log(run.info.run_id, params={k: v for k, v in params.items() if k != "train.seed"})
+        self.state.data["groups"][group] = run.info.run_id
+        self.state.save()
+        return run.info.run_id
+
+    def finish_group(self, group: str, metrics: Mapping[str, float], *, status: str = "FINISHED") -> None:
+        """Log a group's summary over its seeds (`GroupSummary.mlflow_metrics`) and close its run."""
+        run_id = self.group_run_id(group)
+        if run_id is None:
+            return
+        self._log(run_id, metrics=metrics)
+        self.client.set_terminated(run_id, status=status)
 
     def child_run_id(self, trial_id: str) -> str | None:
         return self.state.data["trials"].get(trial_id)
 
-    def start_trial(self, trial_id: str, *, params: Mapping[str, Any], trial_name: str | None = None) -> str:
-        """Create the trial's nested child run, or reopen it when the trial restarts (retry/resume)."""
+    def start_trial(self, trial_id: str, *, group: str, kind: str, replicate: int, seed: int,
+                    params: Mapping[str, Any]) -> str:
+        """Create the seed's run under its group's, or reopen it when the trial restarts (retry/resume)."""
         existing = self.child_run_id(trial_id)
         if existing is not None:
             run = self.client.get_run(existing)
@@ -297,11 +353,12 @@ class SearchTracker:
             self.client.update_run(existing, status="RUNNING")
             self._log(existing, tags={"ncsearch.attempts": str(attempts)})
             return existing
+        parent = self.group_run_id(group) or self.parent_run_id
         run = self.client.create_run(
             self.experiment_id,
-            run_name=trial_name or trial_id,
-            tags={"mlflow.parentRunId": self.parent_run_id, ROLE_TAG: "trial", TRIAL_TAG: trial_id,
-                  "ncsearch.attempts": "1"},
+            run_name=f"seed {seed}" + (" (control)" if kind == "control" else ""),
+            tags={"mlflow.parentRunId": parent, ROLE_TAG: SEED, TRIAL_TAG: trial_id, GROUP_TAG: group,
+                  KIND_TAG: kind, REPLICATE_TAG: str(replicate), SEED_TAG: str(seed), "ncsearch.attempts": "1"},
         )
         self._log(run.info.run_id, params=params)
         self.state.data["trials"][trial_id] = run.info.run_id
@@ -337,44 +394,24 @@ class SearchTracker:
 
 
 def _parent_runs(client: MlflowClient, experiment_id: str) -> list[Any]:
-    return client.search_runs([experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'parent'",
+    return client.search_runs([experiment_id], filter_string=f"tags.`{ROLE_TAG}` = '{PARENT}'",
                               order_by=["attributes.start_time DESC"])
 
 
-def load_trials(experiment: str, *, tracking_uri: str, parent_run_id: str | None = None):
-    """The trials of the latest (or the given) parent run of `experiment`, read from MLflow.
-
-    Returns `(trials DataFrame, objectives [(metric, mode)], parent run)`: one row per child run with
-    columns trial, status, mlflow_run_id, param.<key> for each searched field, every final metric
-    and `error` (the failure reason) for failed trials.
-    """
-    import pandas as pd
+def parent_run(experiment: str, *, tracking_uri: str, parent_run_id: str | None = None) -> tuple[Any, Any]:
+    """(MlflowClient, the latest or the given search run of `experiment`); unknown names exit 2."""
     from mlflow import MlflowClient
+
+    from ncsearch.errors import UserInputError
 
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = sorted(e.name for e in client.search_experiments())
-        raise NcsearchError(f"no experiment {experiment!r} at {tracking_uri} (found: {', '.join(names) or 'none'})")
-    if parent_run_id is None:
-        parents = _parent_runs(client, exp.experiment_id)
-        if not parents:
-            raise NcsearchError(f"experiment {experiment!r} has no ncsearch search run")
-        parent = parents[0]
-    else:
-        parent = client.get_run(parent_run_id)
-    objectives = [(o["metric"], o["mode"]) for o in json.loads(parent.data.tags.get(OBJECTIVES_TAG, "[]"))]
-    searched = searched_keys(parent.data.params)
-    children = client.search_runs([exp.experiment_id],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
-                                  order_by=["attributes.start_time ASC"], max_results=10000)
-    rows = []
-    for run in children:
-        row: dict[str, Any] = {"trial": run.data.tags.get(TRIAL_TAG, run.info.run_name),
-                               "status": run.info.status, "mlflow_run_id": run.info.run_id}
-        row.update({f"param.{k}": run.data.params.get(k) for k in searched})
-        row.update(run.data.metrics)
-        if REASON_TAG in run.data.tags:
-            row["error"] = run.data.tags[REASON_TAG]
-        rows.append(row)
-    return pd.DataFrame(rows), objectives, parent
+        raise UserInputError(f"no experiment {experiment!r} at {tracking_uri} (found: {', '.join(names) or 'none'})")
+    if parent_run_id is not None:
+        return client, client.get_run(parent_run_id)
+    parents = _parent_runs(client, exp.experiment_id)
+    if not parents:
+        raise UserInputError(f"experiment {experiment!r} has no ncsearch search run")
+    return client, parents[0]

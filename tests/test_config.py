@@ -71,6 +71,15 @@ BAD_INPUTS = [
     ("duplicate-key", GOOD + "name: u\n", "name: duplicate key", 14),
     ("top-level-list", "- 1\n- 2\n", "the top level must be a mapping", None),
     ("empty-file", "", "the file is empty", None),
+    ("replicates-zero", GOOD + "search: {replicates: 0}\n", "search.replicates: Input should be greater than or equal to 1", 14),
+    ("control-with-alpha-fixed-at-zero", _replace("alpha: {loguniform: [0.1, 100.0]}", "alpha: 0.0") + "search: {control: true}\n",
+     "nc3.alpha is fixed at 0 here: each trial would be its own control", None),
+    ("control-with-alpha-grid-of-zero", _replace("alpha: {loguniform: [0.1, 100.0]}", "alpha: {grid: [0.0]}")
+     + "search: {control: true, algorithm: grid}\n", "nc3.alpha is fixed at 0", None),
+    ("delta-objective-without-control", _replace("metric: stereoset/gender/icat", "metric: delta/stereoset/gender/icat"),
+     "is a difference against the control, but search.control is false", None),
+    ("delta-objective-unknown-benchmark", _replace("metric: stereoset/gender/icat", "metric: delta/glue/cola/mcc")
+     + "search: {control: true}\n", "needs benchmark 'glue'", None),
     ("preset-conflict", _replace("    size: 50\n", "    size: 50\n  preset: paper\n  positions: masked\n"), "preset 'paper' fixes positions='all'", None),
 ]
 
@@ -160,6 +169,6 @@ def test_console_script_help_and_validate() -> None:
         [str(exe), "validate", str(REPO / "search_spaces" / "alpha.yaml")], capture_output=True, text=True
     )
     assert res.returncode == 0, res.stderr
-    assert "nc3.alpha: loguniform" in res.stdout
+    assert "nc3.alpha: grid [1.0, 10.0, 100.0]" in res.stdout and "seed-matched alpha = 0 control" in res.stdout
     probe = "import sys, ncsearch.cli, ncsearch.config; print(any(m in sys.modules for m in ('torch', 'ray', 'mlflow')))"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"

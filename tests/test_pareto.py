@@ -13,12 +13,10 @@ from hypothesis import strategies as st
 
 from ncsearch.pareto import (
     dominates,
-    format_front,
     hypervolume,
     non_dominated,
     pareto_info,
     reference_point,
-    write_pareto_artifacts,
 )
 
 finite = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinity=False)
@@ -153,32 +151,9 @@ def test_pareto_info_marks_front_and_keeps_failed_trials():
     assert info.reference == pytest.approx({"icat": 59.0, "pppl": 36.5})
     want = (70 - 59) * (36.5 - 30) + (60 - 59) * (30 - 20)
     assert info.hypervolume == pytest.approx(want)
-    text = format_front(info)
-    assert "t2" in text and "t3" not in text and "hypervolume" in text
 
 
 def test_pareto_info_without_finished_trials():
     frame = pd.DataFrame({"trial": ["a"], "icat": [np.nan]})
     info = pareto_info(frame, [("icat", "max"), ("pppl", "min")])
     assert info.front.empty and math.isnan(info.hypervolume)
-    assert "empty" in format_front(info)
-
-
-def test_write_pareto_artifacts(tmp_path):
-    info = pareto_info(_trials(), [("icat", "max"), ("pppl", "min")])
-    paths = write_pareto_artifacts(info, tmp_path)
-    assert sorted(paths) == ["all_trials.csv", "pareto.csv", "pareto.html", "pareto.png"]
-    assert pd.read_csv(paths["pareto.csv"])["trial"].tolist() == ["t2", "t1"]
-    assert len(pd.read_csv(paths["all_trials.csv"])) == 4
-    assert paths["pareto.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    html = paths["pareto.html"].read_text()
-    assert "plotly" in html and "t2" in html
-    assert not list(tmp_path.glob("*.tmp*"))
-
-
-def test_three_objective_plots(tmp_path):
-    frame = _trials().assign(extra=[1.0, 2.0, 0.5, np.nan])
-    info = pareto_info(frame, [("icat", "max"), ("pppl", "min"), ("extra", "min")])
-    assert info.trials["pareto"].tolist() == [True, True, True, False]
-    paths = write_pareto_artifacts(info, tmp_path)
-    assert paths["pareto.png"].stat().st_size > 1000

@@ -18,7 +18,8 @@ from conftest_search import REPO, SMOKE, env, free_port, kill_group, mlflow_serv
 
 def test_smoke_search_against_an_mlflow_server(tmp_path):
     with mlflow_server(tmp_path / "server") as url:
-        proc = run("run", str(SMOKE), "--storage", str(tmp_path / "runs"), "--tracking-uri", url)
+        proc = run("run", str(SMOKE), "--storage", str(tmp_path / "runs"), "--tracking-uri", url,
+                   "--set", "search.replicates=1", "--set", "search.control=false")
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         client = MlflowClient(url)
         exp = client.get_experiment_by_name("smoke")
@@ -26,8 +27,12 @@ def test_smoke_search_against_an_mlflow_server(tmp_path):
         assert len(parents) == 1 and parents[0].info.status == "FINISHED"
         parent = parents[0].info.run_id
         children = client.search_runs([exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
-        assert len(children) == 2
+        assert len(children) == 2 and {c.data.tags["ncsearch.role"] for c in children} == {"configuration"}
         assert all(c.info.status == "FINISHED" and "perplexity/pppl" in c.data.metrics for c in children)
+        seeds = client.search_runs([exp.experiment_id], filter_string="tags.`ncsearch.role` = 'seed'")
+        assert len(seeds) == 2  # per-example tables came back from the server for the report:
+        assert client.list_artifacts(seeds[0].info.run_id, "eval/stereoset")
+        assert client.download_artifacts(parent, "report/report.html", str(tmp_path / "dl"))
         # artifacts went through the server's proxy into its artifact store
         png = client.download_artifacts(parent, "pareto/pareto.png", str(tmp_path / "dl"))
         assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
@@ -37,7 +42,7 @@ def test_smoke_search_against_an_mlflow_server(tmp_path):
         # the front can be read back from the server alone
         shown = run("pareto", "smoke", "--tracking-uri", url, timeout=300)
         assert shown.returncode == 0, shown.stderr
-        assert "hypervolume" in shown.stdout and "2 trials, 2 finished" in shown.stdout
+        assert "hypervolume" in shown.stdout and "2 runs, 2 finished" in shown.stdout
 
 
 def test_ui_serves_the_run_directory_store(tmp_path):

@@ -1,11 +1,13 @@
-"""`ncsearch run search_spaces/smoke.yaml` for real: Ray Tune + Optuna + Ray Train V2 + MLflow SQLite.
+"""`ncsearch run search_spaces/smoke.yaml` for real: Ray Tune + Optuna + Ray Train V2 + MLflow SQLite,
+with 2 seeds per configuration and a seed-matched control over 2 alpha values (6 training runs).
 
-One module-scoped search (2 trials); every test reads what it left behind: the MLflow store, the
-Optuna study, the run directory and the `ncsearch pareto` command's view of it.
+One module-scoped search; every test reads what it left behind: the run directory, the MLflow store,
+the Optuna study, the report, and `ncsearch compare` / `report` / `pareto` run on it.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -16,7 +18,7 @@ from mlflow import MlflowClient
 
 from conftest_search import SMOKE, run
 
-OBJECTIVES = ["stereoset/gender/icat", "perplexity/pppl"]
+ICAT, PPPL = "stereoset/gender/icat", "perplexity/pppl"
 
 
 @pytest.fixture(scope="module")
@@ -29,71 +31,130 @@ def smoke(tmp_path_factory):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_dir = storage / "smoke"
     client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
-    return {"proc": proc, "run_dir": run_dir, "client": client, "wall": wall}
-
-
-def test_prints_the_run_directory_first_and_a_summary(smoke):
-    lines = smoke["proc"].stdout.splitlines()
-    assert lines[0] == f"run directory: {smoke['run_dir']}"
-    assert "Pareto front:" in smoke["proc"].stdout
-    assert "2 finished, 0 failed of 2 trials" in smoke["proc"].stdout
-
-
-def test_one_parent_run_with_pareto_artifacts(smoke):
-    client = smoke["client"]
     exp = client.get_experiment_by_name("smoke")
-    parents = client.search_runs([exp.experiment_id], filter_string="tags.`ncsearch.role` = 'parent'")
-    assert len(parents) == 1
-    parent = parents[0]
-    assert parent.info.status == "FINISHED"
-    assert parent.data.tags["ncsearch.version"]
-    assert math.isfinite(parent.data.metrics["pareto/hypervolume"]) and parent.data.metrics["pareto/hypervolume"] >= 0
-    assert parent.data.metrics["trials/finished"] == 2
-    names = {a.path for a in client.list_artifacts(parent.info.run_id, "pareto")}
-    assert names == {"pareto/pareto.csv", "pareto/all_trials.csv", "pareto/pareto.png", "pareto/pareto.html"}
-    assert {"search_space.yaml", "spec.yaml"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return {"proc": proc, "run_dir": run_dir, "client": client, "runs": runs, "storage": storage}
 
 
-def test_one_child_run_per_trial_with_params_and_metrics(smoke):
-    client = smoke["client"]
-    exp = client.get_experiment_by_name("smoke")
-    parent = client.search_runs([exp.experiment_id], filter_string="tags.`ncsearch.role` = 'parent'")[0]
-    children = client.search_runs([exp.experiment_id],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    assert len(children) == 2
-    for child in children:
-        assert child.info.status == "FINISHED"
-        assert child.data.params["nc3.alpha"] in {"0.0", "10.0"}  # the searched value, resolved
-        assert child.data.params["train.steps"] == "4" and child.data.params["model"] == "minilm-l6"
-        for metric in OBJECTIVES:
-            assert math.isfinite(child.data.metrics[metric])
-        assert 0 <= child.data.metrics["stereoset/gender/icat"] <= 100
-        assert child.data.metrics["perplexity/pppl"] > 1
-        steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")]
-        assert steps == [2, 4]  # report_every 2, steps 4
-        assert client.get_metric_history(child.info.run_id, "train/unc3")
-        evals = {a.path for a in client.list_artifacts(child.info.run_id, "eval")}
-        assert "eval/metrics.json" in evals and "eval/stereoset" in evals
+def _role(smoke, role):
+    return [r for r in smoke["runs"] if r.data.tags.get("ncsearch.role") == role]
 
 
-def test_optuna_study_persisted_in_the_run_directory(smoke):
+def _identities(run_dir):
+    return [json.loads(p.read_text()) for p in sorted((run_dir / "trials").glob("*/eval/identity.json"))]
+
+
+def test_prints_the_run_directory_first_and_a_verdict(smoke):
+    out = smoke["proc"].stdout
+    assert out.splitlines()[0] == f"run directory: {smoke['run_dir']}"
+    assert "6 runs finished, 0 failed (2 configurations)" in out
+    assert "Pareto front of configuration means:" in out and "Verdict:" in out
+    assert "report.html" in out
+
+
+def test_each_control_is_trained_once_per_seed(smoke):
+    identities = _identities(smoke["run_dir"])
+    assert len(identities) == 6
+    controls = [i for i in identities if i["role"] == "control"]
+    assert sorted(i["replicate"] for i in controls) == [0, 1] and len({i["group"] for i in controls}) == 1
+    assert all(i["alpha"] == 0.0 for i in controls)
+    trials = [i for i in identities if i["role"] == "trial"]
+    assert sorted((i["params"]["nc3.alpha"], i["seed"]) for i in trials) == [(1.0, 0), (1.0, 1), (10.0, 0), (10.0, 1)]
+    assert {i["control"] for i in trials} == {controls[0]["group"]}
+    # a control shares its seed's data order and masks: the same seed, the same control key
+    assert {i["control_key"] for i in identities} == {controls[0]["control_key"]}
+    # and in MLflow: one control run holding exactly one seed run per seed
+    (control,) = _role(smoke, "control")
+    seeds = [r for r in _role(smoke, "seed") if r.data.tags["mlflow.parentRunId"] == control.info.run_id]
+    assert sorted(r.data.tags["ncsearch.replicate"] for r in seeds) == ["0", "1"]
+
+
+def test_mlflow_reads_search_configuration_seed(smoke):
+    (parent,) = _role(smoke, "parent")
+    configurations = _role(smoke, "configuration")
+    assert parent.info.status == "FINISHED" and len(configurations) == 2
+    assert {c.info.run_name for c in configurations} == {"alpha=1", "alpha=10"}
+    seeds = _role(smoke, "seed")
+    assert len(seeds) == 6 and all(s.info.status == "FINISHED" for s in seeds)
+    for config in configurations:
+        assert config.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        mine = [s for s in seeds if s.data.tags["mlflow.parentRunId"] == config.info.run_id]
+        assert len(mine) == 2
+        m = config.data.metrics
+        assert m[ICAT] == pytest.approx(sum(s.data.metrics[ICAT] for s in mine) / 2)  # mean over seeds
+        assert m[f"{ICAT}.ci_low"] <= m[ICAT] <= m[f"{ICAT}.ci_high"]
+        assert f"{ICAT}.seed_sd" in m and m["replicates/finished"] == 2
+        for key in (f"delta/{ICAT}", f"delta/{ICAT}.ci_low", f"delta/{ICAT}.p_value", f"delta/{PPPL}.p_holm"):
+            assert key in m, key
+    seed = seeds[0]
+    assert seed.data.metrics[f"{PPPL}.ci_low"] <= seed.data.metrics[PPPL] <= seed.data.metrics[f"{PPPL}.ci_high"]
+    assert "collapse/unc3" in seed.data.metrics and "train/unc3" in seed.data.metrics
+    steps = [m.step for m in smoke["client"].get_metric_history(seed.info.run_id, "train/loss")]
+    assert steps == [2, 4]
+    evals = {a.path for a in smoke["client"].list_artifacts(seed.info.run_id, "eval")}
+    assert {"eval/metrics.json", "eval/intervals.json", "eval/identity.json", "eval/stereoset"} <= evals
+    names = {a.path for a in smoke["client"].list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.html", "report/report.md"} <= names
+    names = {a.path for a in smoke["client"].list_artifacts(parent.info.run_id, "pareto")}
+    assert {"pareto/pareto.csv", "pareto/configurations.csv", "pareto/all_trials.csv", "pareto/pareto.png",
+            "pareto/pareto.html"} <= names
+    assert math.isfinite(parent.data.metrics["pareto/hypervolume"]) and parent.data.tags["ncsearch.verdict"]
+
+
+def test_optuna_hears_one_mean_per_configuration(smoke):
     study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{smoke['run_dir'] / 'optuna.db'}")
-    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(complete) == 2
-    assert all(len(t.values) == 2 for t in complete)
+    assert len(complete) == 2 and [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    configurations = {c.info.run_name: c for c in _role(smoke, "configuration")}
+    for t in complete:
+        metrics = configurations[f"alpha={t.params['nc3.alpha']:g}"].data.metrics
+        assert t.values == pytest.approx([metrics[ICAT], metrics[PPPL]])
 
 
-def test_pareto_files_and_command_agree(smoke, tmp_path):
-    run_dir = smoke["run_dir"]
-    front = pd.read_csv(run_dir / "pareto" / "pareto.csv")
-    every = pd.read_csv(run_dir / "pareto" / "all_trials.csv")
-    assert len(every) == 2 and 1 <= len(front) <= 2
-    out = tmp_path / "front.csv"
-    proc = run("pareto", str(run_dir), "--csv", str(out), timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    again = pd.read_csv(out)
-    assert sorted(again["trial"]) == sorted(front["trial"])
-    for metric in OBJECTIVES:
-        assert sorted(again[metric]) == pytest.approx(sorted(front[metric]))
-    assert "hypervolume" in proc.stdout
+def test_report_has_its_sections_and_embedded_figures(smoke):
+    from ncsearch.report import SECTIONS
+
+    html = (smoke["run_dir"] / "report" / "report.html").read_text()
+    markdown = (smoke["run_dir"] / "report" / "report.md").read_text()
+    for section in SECTIONS:
+        assert f"## {section}" in markdown, section
+    assert html.count("data:image/png;base64,") >= 3
+    assert "No configuration moved any fairness metric beyond noise" in markdown or "beyond noise:" in markdown
+    front = pd.read_csv(smoke["run_dir"] / "pareto" / "pareto.csv")
+    assert {"label", "vs_control", f"{ICAT}.ci_low"} <= set(front.columns)
+
+
+def test_compare_reproduces_the_reported_delta_from_runs_and_from_checkpoints(smoke, tmp_path):
+    from ncsearch._records import load_search
+    from ncsearch.analysis import SearchAnalysis
+
+    identities = _identities(smoke["run_dir"])
+    control = next(i for i in identities if i["role"] == "control" and i["replicate"] == 0)
+    trial = next(i for i in identities if i["role"] == "trial" and i["replicate"] == 0 and i["params"]["nc3.alpha"] == 10.0)
+    record = load_search("smoke", tracking_uri=f"sqlite:///{smoke['run_dir'] / 'mlflow.db'}")
+    analysis = SearchAnalysis(record.runs, record.groups, record.objectives)
+    reported = analysis.summaries[trial["group"]].seed_deltas[ICAT][0]
+
+    stored = run("compare", control["trial_id"], trial["trial_id"], "--storage", str(smoke["storage"]),
+                 "--json", str(tmp_path / "stored.json"), timeout=300)
+    assert stored.returncode == 0, stored.stderr
+    rescored = run("compare", control["checkpoint"], trial["checkpoint"], "--storage", str(smoke["storage"]),
+                   "--benchmarks", "stereoset", "perplexity", "--domains", "gender",
+                   "--limit", "stereoset=40", "--limit", "perplexity=16", "--json", str(tmp_path / "rescored.json"),
+                   timeout=600)
+    assert rescored.returncode == 0, rescored.stderr
+    for path in ("stored.json", "rescored.json"):
+        rows = {m["metric"]: m for m in json.loads((tmp_path / path).read_text())["metrics"]}
+        value, low, high = rows[ICAT]["difference"]
+        assert value == pytest.approx(reported.value, abs=1e-9), path
+        assert (low, high) == pytest.approx((reported.low, reported.high), abs=1e-9), path
+    assert ICAT in stored.stdout and "B - A (paired)" in stored.stdout
+
+
+def test_report_and_pareto_commands_read_the_search_back(smoke):
+    shown = run("pareto", str(smoke["run_dir"]), "--all", timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    assert "hypervolume" in shown.stdout and "vs control" in shown.stdout and "[" in shown.stdout
+    again = run("report", str(smoke["run_dir"]), "--no-log", timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "Verdict:" in again.stdout

@@ -5,10 +5,10 @@ from __future__ import annotations
 import optuna
 import pytest
 from ray import tune
-from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from ncsearch.config import parse_spec
+from ncsearch._replicates import ReplicatedSearch
 from ncsearch.errors import ConfigError
 from ncsearch.space import AskTellGridSampler, make_sampler, param_space, translate
 
@@ -52,7 +52,18 @@ def test_translate_builds_multi_objective_plan():
     assert plan.modes == ["max", "min"]
     assert plan.num_samples == 12 and plan.max_concurrent == 3
     assert isinstance(plan.sampler, optuna.samplers.NSGAIISampler)
-    assert translate(s, num_samples=2).max_concurrent == 2  # never more concurrent than trials
+    assert translate(s, num_samples=2).max_concurrent == 2  # never more concurrent than training runs
+    assert plan.expected_runs == 12
+
+
+def test_replicates_and_controls_count_training_runs():
+    s = spec(nc3={"alpha": {"grid": [1.0, 10.0, 100.0]}}, search={"algorithm": "grid", "replicates": 2, "control": True})
+    plan = translate(s)
+    assert (plan.num_samples, plan.replicates, plan.controls) == (3, 2, 1)
+    assert plan.expected_runs == 8  # 3 configurations x 2 seeds + one control x 2 seeds
+    both = spec(baseline={"grid": ["mlm", "cda"]}, nc3={"alpha": {"grid": [1.0, 10.0]}},
+                search={"algorithm": "grid", "replicates": 3, "control": True})
+    assert translate(both).controls == 2 and translate(both).expected_runs == (4 + 2) * 3
 
 
 @pytest.mark.parametrize(
@@ -77,8 +88,8 @@ def test_grid_enumerates_every_point_once_with_multiple_objectives(tmp_path):
     assert plan.num_samples == 6  # num_samples not given: the whole grid
     assert isinstance(plan.sampler, AskTellGridSampler)
     search = plan.searcher(storage_url=f"sqlite:///{tmp_path}/optuna.db", study_name="g")
-    assert isinstance(search, ConcurrencyLimiter)
-    inner = search.searcher
+    assert isinstance(search, ReplicatedSearch)
+    inner = search.inner
     inner.set_search_properties(None, None, plan.param_space)
     seen = []
     for i in range(6):
@@ -102,7 +113,7 @@ def test_study_is_persisted_with_directions(tmp_path):
     s = spec(nc3={"alpha": {"loguniform": [0.1, 10.0]}}, search={"algorithm": "tpe", "seed": 1})
     plan = translate(s)
     url = f"sqlite:///{tmp_path}/optuna.db"
-    search = plan.searcher(storage_url=url, study_name="persisted").searcher
+    search = plan.searcher(storage_url=url, study_name="persisted").inner
     search.set_search_properties(None, None, plan.param_space)
     cfg = search.suggest("a")
     assert 0.1 <= cfg["nc3.alpha"] <= 10.0

@@ -99,11 +99,20 @@ def test_holm_by_hand():
 def test_spearman_with_interval():
     x = np.arange(30, dtype=float)
     perfect = spearman(x, x ** 3)
-    assert perfect.value == pytest.approx(1.0) and perfect.low == pytest.approx(1.0)
+    assert perfect.value == pytest.approx(1.0) and perfect.p_value < 0.001
     noise = np.random.default_rng(3).normal(size=30)
     found = spearman(x, noise)
     assert found.low < 0 < found.high and found.p_value > 0.05
-    assert math.isnan(spearman([1.0, 2.0], [3.0, 4.0]).value)
+    # Fisher-z with Bonett-Wright variance at n = 30: tanh(atanh(rho) -+ 1.96 sqrt((1 + rho^2 / 2) / 27))
+    y = np.array([0.5 * v + w for v, w in zip(x, np.random.default_rng(0).normal(scale=9, size=30))])
+    got = spearman(x, y)
+    half = Z * math.sqrt((1 + got.value ** 2 / 2) / 27)
+    assert got.low == pytest.approx(math.tanh(math.atanh(got.value) - half), rel=1e-4)
+    assert got.high == pytest.approx(math.tanh(math.atanh(got.value) + half), rel=1e-4)
+    # Four points that rank perfectly together are still compatible with no association.
+    few = spearman([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0])
+    assert few.value == pytest.approx(1.0) and few.p_value > 0.03 and math.isnan(few.low)  # 1/24 exactly, x2
+    assert math.isnan(spearman([1.0, 2.0, 3.0], [3.0, 4.0, 5.0]).value)
 
 
 def test_formatting_and_flat_keys():

@@ -8,15 +8,7 @@ import pytest
 from mlflow import MlflowClient
 
 from ncsearch.config import parse_spec
-from ncsearch.pareto import pareto_info, write_pareto_artifacts
-from ncsearch.tracking import (
-    SearchTracker,
-    default_tracking_uri,
-    failure_reason,
-    flatten_params,
-    load_trials,
-    searched_keys,
-)
+from ncsearch.tracking import SearchTracker, default_tracking_uri, failure_reason, flatten_params, searched_keys
 
 SPEC = {
     "name": "trk",
@@ -56,18 +48,30 @@ def tracked(tmp_path):
     return spec, tracker, parent
 
 
-def test_parent_and_children_layout(tracked, tmp_path):
+def _start(tracker, spec, trial, group, alpha, replicate=0, kind="trial"):
+    run = spec.resolve({"nc3.alpha": alpha}).for_replicate(replicate)
+    role = "control" if kind == "control" else "configuration"
+    tracker.start_group(group, role=role, label=f"alpha={alpha}", values={"nc3.alpha": alpha},
+                        params=flatten_params(run.to_dict()), control="ctl" if kind == "trial" else None)
+    return tracker.start_trial(trial, group=group, kind=kind, replicate=replicate, seed=run.train.seed,
+                               params=flatten_params(run.to_dict()))
+
+
+def test_search_configuration_seed_layout(tracked, tmp_path):
     spec, tracker, parent = tracked
     assert tracker.tracking_uri == default_tracking_uri(tmp_path / "run")
-    ok = tracker.start_trial("t1", params=flatten_params(spec.resolve({"nc3.alpha": 0.5}).to_dict()))
-    bad = tracker.start_trial("t2", params=flatten_params(spec.resolve({"nc3.alpha": 5.0}).to_dict()))
+    ok = _start(tracker, spec, "t1", "c001", 0.5)
+    bad = _start(tracker, spec, "t2", "c002", 5.0)
+    again = _start(tracker, spec, "t3", "c001", 0.5, replicate=1)
     tracker.log_step("t1", {"train/loss": 3.0, "train/unc3": 0.2}, step=10)
     tracker.log_step("t1", {"train/loss": 2.5, "train/unc3": float("nan")}, step=20)  # NaN is skipped
     details = tmp_path / "eval"
     (details / "stereoset").mkdir(parents=True)
     (details / "stereoset" / "items.json").write_text("[]")
-    tracker.finish_trial("t1", {"stereoset/gender/icat": 61.0, "perplexity/pppl": 25.0}, artifact_dir=details)
+    tracker.finish_trial("t1", {"stereoset/gender/icat": 61.0, "stereoset/gender/icat.ci_low": 50.0,
+                                "perplexity/pppl": 25.0}, artifact_dir=details)
     tracker.fail_trial("t2", "TrialError: non-finite loss at step 3", error_text="Traceback...\nTrialError: x")
+    tracker.finish_group("c001", {"stereoset/gender/icat": 61.5, "stereoset/gender/icat.seed_sd": 0.7})
 
     client = MlflowClient(tracker.tracking_uri)
     exp = client.get_experiment_by_name("trk")
@@ -79,43 +83,43 @@ def test_parent_and_children_layout(tracked, tmp_path):
     assert json.loads(p.data.tags["ncsearch.objectives"])[1] == {"metric": "perplexity/pppl", "mode": "min"}
     assert {a.path for a in client.list_artifacts(parent)} == {"search_space.yaml", "spec.yaml"}
 
-    r1, r2 = client.get_run(ok), client.get_run(bad)
-    assert r1.data.tags["mlflow.parentRunId"] == parent and r2.data.tags["mlflow.parentRunId"] == parent
+    group = client.get_run(tracker.group_run_id("c001"))
+    assert group.data.tags["ncsearch.role"] == "configuration" and group.data.tags["mlflow.parentRunId"] == parent
+    assert group.info.run_name == "alpha=0.5" and json.loads(group.data.tags["ncsearch.values"]) == {"nc3.alpha": 0.5}
+    assert group.data.metrics["stereoset/gender/icat.seed_sd"] == 0.7 and group.info.status == "FINISHED"
+    assert "train.seed" not in group.data.params
+    r1, r2, r3 = client.get_run(ok), client.get_run(bad), client.get_run(again)
+    assert r1.data.tags["mlflow.parentRunId"] == r3.data.tags["mlflow.parentRunId"] == group.info.run_id
+    assert (r1.info.run_name, r3.info.run_name) == ("seed 0", "seed 1")
+    assert r1.data.tags["ncsearch.role"] == "seed" and r3.data.tags["ncsearch.replicate"] == "1"
+    assert r1.data.params["train.seed"] == "0" and r3.data.params["train.seed"] == "1"
     assert r1.info.status == "FINISHED" and r2.info.status == "FAILED"
     assert r2.data.tags["ncsearch.failure_reason"] == "TrialError: non-finite loss at step 3"
-    assert r1.data.params["nc3.alpha"] == "0.5" and r2.data.params["nc3.alpha"] == "5.0"
     assert [(m.step, m.value) for m in client.get_metric_history(ok, "train/loss")] == [(10, 3.0), (20, 2.5)]
     assert len(client.get_metric_history(ok, "train/unc3")) == 1
-    assert r1.data.metrics["stereoset/gender/icat"] == 61.0
+    assert r1.data.metrics["stereoset/gender/icat"] == 61.0 and r1.data.metrics["stereoset/gender/icat.ci_low"] == 50.0
     assert [a.path for a in client.list_artifacts(ok, "eval/stereoset")] == ["eval/stereoset/items.json"]
     assert "error.txt" in {a.path for a in client.list_artifacts(bad)}
 
-    # the parent gets the Pareto artifacts and the hypervolume
-    trials, objectives, parent_run = load_trials("trk", tracking_uri=tracker.tracking_uri)
-    assert parent_run.info.run_id == parent
-    assert objectives == [("stereoset/gender/icat", "max"), ("perplexity/pppl", "min")]
-    assert sorted(trials["status"]) == ["FAILED", "FINISHED"]
-    assert list(trials.loc[trials["trial"] == "t1", "param.nc3.alpha"]) == ["0.5"]
-    assert list(trials.loc[trials["trial"] == "t2", "error"]) == ["TrialError: non-finite loss at step 3"]
-    info = pareto_info(trials, objectives)
-    out = write_pareto_artifacts(info, tmp_path / "pareto")
-    tracker.finish_parent(info, tmp_path / "pareto", counts={"trials/finished": 1})
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "report.md").write_text("# r")
+    tracker.finish_parent(metrics={"pareto/hypervolume": 1.5}, artifacts={"report": report}, tags={"ncsearch.verdict": "v"})
     p = client.get_run(parent)
-    assert p.info.status == "FINISHED"
-    assert p.data.metrics["pareto/front_size"] == 1.0
-    assert "pareto/hypervolume" in p.data.metrics
-    assert {a.path for a in client.list_artifacts(parent, "pareto")} == {f"pareto/{name}" for name in out}
+    assert p.info.status == "FINISHED" and p.data.metrics["pareto/hypervolume"] == 1.5
+    assert p.data.tags["ncsearch.verdict"] == "v"
+    assert {a.path for a in client.list_artifacts(parent, "report")} == {"report/report.md"}
 
 
 def test_resume_reopens_the_same_runs(tracked, tmp_path):
     spec, tracker, parent = tracked
-    child = tracker.start_trial("t1", params={"nc3.alpha": "0.5"})
+    child = _start(tracker, spec, "t1", "c001", 0.5)
     # a new driver process: everything comes back from tracking.json
     again = SearchTracker(tmp_path / "run")
     assert again.tracking_uri == tracker.tracking_uri and again.experiment == "trk"
     assert again.start_parent(spec, yaml_path=None, ray_address="auto", resume=True) == parent
-    assert again.start_trial("t1", params={"nc3.alpha": "0.5"}) == child
+    assert _start(again, spec, "t1", "c001", 0.5) == child
     client = MlflowClient(tracker.tracking_uri)
     assert client.get_run(child).data.tags["ncsearch.attempts"] == "2"
     assert client.get_run(parent).data.tags["ncsearch.ray_address"] == "auto"
-    assert len(client.search_runs([client.get_experiment_by_name("trk").experiment_id])) == 2
+    assert len(client.search_runs([client.get_experiment_by_name("trk").experiment_id])) == 3

@@ -3,7 +3,7 @@
 Re-exported by `ncsearch.train`, the public module name of the contract.
 """
 
-from ncsearch.training._checkpoint import MODEL_DIR, TrainState, read_state, write_checkpoint
+from ncsearch.training._checkpoint import MODEL_DIR, TrainState, read_meta, read_state, write_checkpoint
 from ncsearch.training._data import MLMBatches, chunk_corpus
 from ncsearch.training._recipe import TrainingRecipe, train_loop_per_worker
 from ncsearch.training._seeding import derive_seed, seed_everything
@@ -30,6 +30,7 @@ __all__ = [
     "failure_reason",
     "fit_trial",
     "metrics_log",
+    "read_meta",
     "read_metrics_log",
     "read_state",
     "seed_everything",

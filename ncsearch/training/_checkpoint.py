@@ -4,7 +4,8 @@ Layout of a checkpoint folder (one per `checkpoint_every` steps and one at the e
 
     model/          save_pretrained model + tokenizer: loadable with ncsearch.models.load_mlm(path)
     state.pt        optimizer, LR scheduler, NC3 statistics, step (written by rank 0)
-    meta.json       step, steps, seed, world size, the last reported metrics (human-readable)
+    meta.json       step, steps, seed, world size, the last reported metrics, the NC3 vocabulary's
+                    token ids (human-readable; `read_meta`)
 
 The random state needs no file: every draw is a function of (seed, step, rank) (see _seeding.py), so
 the step counter is also the data position and the RNG position.
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["MODEL_DIR", "TrainState", "read_state", "write_checkpoint"]
+__all__ = ["MODEL_DIR", "TrainState", "read_meta", "read_state", "write_checkpoint"]
 
 MODEL_DIR = "model"
 STATE_FILE = "state.pt"
@@ -56,3 +57,9 @@ def read_state(folder: Path) -> TrainState:
     meta_path = folder / META_FILE
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
     return TrainState(step=int(raw["step"]), optimizer=raw["optimizer"], scheduler=raw["scheduler"], nc3=raw["nc3"], meta=meta)
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """meta.json of checkpoint `folder` ({} when absent): cheap to read, no tensors."""
+    path = Path(folder) / META_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}

@@ -330,6 +330,8 @@ class TrainingRecipe:
                         "world_size": self.world_size,
                         "baseline": self.spec.baseline,
                         "metrics": metrics,
+                        # V, as this model's token ids: held-out collapse is measured on the same set.
+                        "nc3_vocab_ids": [int(i) for i in self.regularizer.index.ids.tolist()],
                     },
                 )
                 write_checkpoint(Path(folder), model=self.model, tokenizer=self.tokenizer, state=state)

@@ -1,0 +1,185 @@
+"""One Tune trial of a search, and the keys it shares with the searcher and the Tune callbacks.
+
+A Tune trial is one training run: configuration C (the searched values Optuna proposed) at
+replicate r (training seed `train.seed + r`), or C's seed-matched control (alpha = 0). Which one is
+carried in the trial's config under the `ncsearch.*` keys below, set by the replicate searcher
+(`ncsearch._replicates`); everything else in the config is a searched value. The trial driver trains
+the run on Ray Train V2, evaluates the final checkpoint (the spec's suite plus held-out collapse on
+the trial's own vocabulary V), writes the evaluation folder (`ncsearch._eval_store`) and reports
+the final result, which carries `FINAL_KEY`, the metrics, their intervals and the train/* values.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ncsearch.config import SearchSpec, parse_spec
+from ncsearch.errors import TrialError
+
+__all__ = [
+    "CHECKPOINT_KEY",
+    "CONTROL_KEY",
+    "EVAL_DIR_KEY",
+    "FINAL_KEY",
+    "GROUP_KEY",
+    "REPLICATE_KEY",
+    "ROLE_CONTROL",
+    "ROLE_KEY",
+    "ROLE_TRIAL",
+    "TrialContext",
+    "TrialIdentity",
+    "evaluation_suite",
+    "run_spec",
+    "searched_values",
+    "trial_driver",
+]
+
+ROLE_KEY = "ncsearch.role"
+GROUP_KEY = "ncsearch.group"
+REPLICATE_KEY = "ncsearch.replicate"
+CONTROL_KEY = "ncsearch.control"
+ROLE_TRIAL, ROLE_CONTROL = "trial", "control"
+_META_PREFIX = "ncsearch."
+
+#: Set in the one result a trial reports after evaluation.
+FINAL_KEY = "ncsearch/final"
+EVAL_DIR_KEY = "ncsearch/eval_dir"
+CHECKPOINT_KEY = "ncsearch/checkpoint"
+TOKENIZER_KEY = "ncsearch/tokenizer"
+
+
+@dataclass(frozen=True)
+class TrialIdentity:
+    """Which run a trial is: `role` trial or control, `group` (configuration id, or control id shared
+    by every configuration with the same control key), `replicate` (seed offset) and, for a
+    configuration with a control, that control's group."""
+
+    role: str
+    group: str
+    replicate: int
+    control: str | None = None
+
+    @classmethod
+    def of(cls, config: dict[str, Any]) -> TrialIdentity:
+        return cls(str(config.get(ROLE_KEY, ROLE_TRIAL)), str(config.get(GROUP_KEY, "")),
+                   int(config.get(REPLICATE_KEY, 0)), config.get(CONTROL_KEY))
+
+    def config_keys(self) -> dict[str, Any]:
+        keys = {ROLE_KEY: self.role, GROUP_KEY: self.group, REPLICATE_KEY: self.replicate}
+        if self.control:
+            keys[CONTROL_KEY] = self.control
+        return keys
+
+
+def searched_values(config: dict[str, Any]) -> dict[str, Any]:
+    """The searched `{dotted.path: value}` of a trial's config (the `ncsearch.*` keys left out)."""
+    return {k: v for k, v in config.items() if not k.startswith(_META_PREFIX)}
+
+
+def run_spec(base: SearchSpec, config: dict[str, Any]) -> SearchSpec:
+    """The concrete spec one trial trains: the searched values, its seed, alpha 0 for a control."""
+    identity = TrialIdentity.of(config)
+    spec = base.resolve(searched_values(config)).for_replicate(identity.replicate)
+    return spec.as_control() if identity.role == ROLE_CONTROL else spec
+
+
+def evaluation_suite(spec: SearchSpec, vocab_ids: list[int] | None) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Benchmark names and options for a trial: the spec's suite, plus held-out collapse on the trial's
+    own V (`vocab_ids`), with the spec's NC3 feature source and label shift."""
+    names = list(spec.eval.benchmark_names())
+    options = {name: dict(values) for name, values in spec.eval.options.items()}
+    if vocab_ids:
+        if "collapse" not in names:
+            names.append("collapse")
+        collapse = options.setdefault("collapse", {})
+        collapse.setdefault("vocab_ids", list(vocab_ids))
+        collapse.setdefault("features", spec.nc3.features)
+        collapse.setdefault("label_shift", spec.nc3.label_shift)
+    return names, options
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial needs besides its config; passed with `tune.with_parameters`."""
+
+    spec: dict[str, Any]
+    run_dir: str
+    data_root: str
+    model_path: str
+
+
+def trial_driver(config: dict[str, Any], context: TrialContext) -> None:
+    """One Tune trial: train (Ray Train V2), evaluate the final checkpoint, report the result.
+
+    Raises `TrialError` when training fails or an objective's metric is missing or not finite,
+    which Tune records as the trial's error (and retries up to `search.max_failures` times;
+    training resumes from its last checkpoint).
+    """
+    from ncsearch.search import select_train_v2
+
+    select_train_v2()
+    import torch
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from ncsearch._eval_store import write_eval
+    from ncsearch.evaluate import run_suite
+    from ncsearch.models import load_mlm, tokenizer_fingerprint
+    from ncsearch.paths import RunLayout
+    from ncsearch.stats import flat_intervals
+    from ncsearch.train import fit_trial
+    from ncsearch.training import read_meta
+
+    base = parse_spec(context.spec, source="<search spec>")
+    identity = TrialIdentity.of(config)
+    spec = run_spec(base, config)
+    trial_id = tune.get_context().get_trial_id()
+    layout = RunLayout(context.run_dir)
+
+    start = time.perf_counter()
+    outcome = fit_trial(spec, data_root=context.data_root, storage_path=layout.trial_dir(trial_id),
+                        name=RunLayout.TRAIN_RUN, callbacks=[TuneReportCallback()], model_path=context.model_path)
+    train_s = time.perf_counter() - start
+
+    # The trial's worker CPUs are free again; evaluate with as many threads as it had.
+    torch.set_num_threads(max(1, round(spec.resources.workers_per_trial * spec.resources.cpus_per_worker)))
+    start = time.perf_counter()
+    model, tokenizer = load_mlm(str(outcome.model_dir))
+    names, options = evaluation_suite(spec, read_meta(outcome.checkpoint_dir).get("nc3_vocab_ids"))
+    result = run_suite(model, tokenizer, names, data_root=context.data_root, limits=dict(spec.eval.limits),
+                       options=options, batch_size=spec.eval.batch_size, seed=spec.eval.seed,
+                       domains=spec.eval.domain_filter(), progress=False)
+    eval_s = time.perf_counter() - start
+
+    bad = [o.base_metric for o in base.objectives
+           if not isinstance(result.metrics.get(o.base_metric), (int, float)) or not math.isfinite(result.metrics[o.base_metric])]
+    if bad:
+        raise TrialError("objective metric(s) missing or not finite after evaluation: "
+                         + ", ".join(f"{m}={result.metrics.get(m)!r}" for m in bad))
+    train = {k: float(v) for k, v in outcome.metrics.items() if k.startswith("train/")}
+    timings = {"time/train_s": train_s, "time/eval_s": eval_s}
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    eval_dir = write_eval(
+        layout.trial_eval_dir(trial_id),
+        metrics={**result.metrics, **train, **timings},
+        intervals=result.intervals,
+        details=result.details,
+        identity={"trial_id": trial_id, **{k.removeprefix(_META_PREFIX): v for k, v in identity.config_keys().items()},
+                  "seed": spec.train.seed, "alpha": spec.nc3.alpha, "params": searched_values(config),
+                  "control_key": spec.control_key(), "tokenizer": fingerprint, "model": spec.model,
+                  "checkpoint": str(outcome.checkpoint_dir),
+                  "eval": {"benchmarks": names, "limits": dict(spec.eval.limits), "options": options,
+                           "domains": list(spec.eval.domain_filter() or []) or None,
+                           "batch_size": spec.eval.batch_size, "seed": spec.eval.seed}},
+    )
+    final: dict[str, Any] = {k: float(v) for k, v in result.metrics.items()}
+    final.update(flat_intervals(result.intervals))
+    final.update(train)
+    final.update(timings)
+    final.update({FINAL_KEY: 1.0, EVAL_DIR_KEY: str(eval_dir), CHECKPOINT_KEY: str(outcome.checkpoint_dir),
+                  TOKENIZER_KEY: fingerprint, "step": int(outcome.metrics.get("step", spec.train.steps))})
+    tune.report(final)

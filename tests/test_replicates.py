@@ -1,0 +1,118 @@
+"""ReplicatedSearch around a real OptunaSearch (SQLite study), driven as Tune drives a searcher:
+seeds and controls become trials, controls are shared and trained once per seed, Optuna hears one
+mean per configuration, concurrency is capped, and the state survives save/restore (--resume)."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from ray.tune.search import Searcher
+
+from ncsearch._replicates import ReplicatedSearch
+from ncsearch._trial_driver import FINAL_KEY, TrialIdentity, searched_values
+from ncsearch.config import parse_spec
+from ncsearch.space import translate
+
+ICAT, PPPL = "stereoset/gender/icat", "perplexity/pppl"
+
+
+def _spec(**search):
+    return parse_spec({
+        "name": "rep", "nc3": {"alpha": {"grid": [1.0, 10.0]}},
+        "eval": {"suite": "custom", "benchmarks": ["stereoset", "perplexity"]},
+        "objectives": search.pop("objectives", [{"metric": ICAT, "mode": "max"}, {"metric": PPPL, "mode": "min"}]),
+        "search": {"algorithm": "grid", "replicates": 2, "control": True, "max_concurrent": 4, **search},
+    })
+
+
+def _searcher(spec, tmp_path, name="rep"):
+    plan = translate(spec)
+    search = plan.searcher(storage_url=f"sqlite:///{tmp_path}/optuna.db", study_name=name)
+    search.set_search_properties(None, None, plan.param_space)
+    return search
+
+
+def _result(identity: TrialIdentity, alpha: float) -> dict:
+    """A fake final result whose values depend on the run: ICAT = 60 + seed + alpha/10, control 60 + seed."""
+    shift = 0.0 if identity.role == "control" else alpha / 10
+    return {FINAL_KEY: 1.0, ICAT: 60.0 + identity.replicate + shift, PPPL: 100.0 - identity.replicate}
+
+
+def _drain(search, start=0):
+    """Ask until the searcher has nothing more right now; (trial id, config) pairs."""
+    out = []
+    for i in range(start, start + 50):
+        config = search.suggest(f"t{i}")
+        if config is None or config == Searcher.FINISHED:
+            return out, config
+        out.append((f"t{i}", config))
+    raise AssertionError("the searcher never stopped suggesting")
+
+
+def test_seeds_and_one_control_per_seed_then_optuna_hears_the_mean(tmp_path):
+    search = _searcher(_spec(), tmp_path)
+    asked, last = _drain(search)
+    identities = [TrialIdentity.of(c) for _, c in asked]
+    # max_concurrent 4 with 2 seeds: two configurations in flight; the control only once per seed.
+    assert len(asked) == 4 and last is None
+    assert [(i.role, i.group, i.replicate) for i in identities] == [
+        ("trial", "c001", 0), ("control", identities[1].group, 0), ("trial", "c001", 1), ("control", identities[1].group, 1)]
+    control = identities[1].group
+    assert control.startswith("control-") and identities[0].control == control
+    for trial_id, config in asked:
+        search.on_trial_complete(trial_id, _result(TrialIdentity.of(config), searched_values(config)["nc3.alpha"]))
+    more, last = _drain(search, start=len(asked))
+    assert {TrialIdentity.of(c).group for _, c in more} == {"c002"}  # no second control for the same key
+    assert all(TrialIdentity.of(c).control == control for _, c in more)
+    for trial_id, config in more:
+        search.on_trial_complete(trial_id, _result(TrialIdentity.of(config), searched_values(config)["nc3.alpha"]))
+    assert search.suggest("t99") == Searcher.FINISHED
+    study = optuna.load_study(study_name="rep", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert len(study.trials) == 2  # one Optuna trial per configuration, not per seed
+    by_alpha = {t.params["nc3.alpha"]: t.values for t in study.trials}
+    assert by_alpha[10.0] == pytest.approx([60.5 + 1.0, 99.5])  # mean over seeds 0 and 1
+    assert by_alpha[1.0] == pytest.approx([60.5 + 0.1, 99.5])
+
+
+def test_delta_objectives_wait_for_the_control_and_failed_seeds_are_left_out(tmp_path):
+    spec = _spec(objectives=[{"metric": f"delta/{ICAT}", "mode": "max"}, {"metric": PPPL, "mode": "min"}],
+                 max_concurrent=2)
+    search = _searcher(spec, tmp_path, name="delta")
+    asked, _ = _drain(search)
+    assert len(asked) == 2  # max_concurrent 2
+    first, control = asked
+    search.on_trial_complete(first[0], _result(TrialIdentity.of(first[1]), searched_values(first[1])["nc3.alpha"]))
+    more, _ = _drain(search, start=2)
+    assert len(more) == 1
+    # seed 1 of the configuration fails for good; its control seed 1 finishes later
+    rest = [c for c in more]
+    search.on_trial_complete(rest[0][0], None, error=True)
+    study = optuna.load_study(study_name="delta", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert study.trials[0].state == optuna.trial.TrialState.RUNNING  # still waiting for the control
+    search.on_trial_complete(control[0], _result(TrialIdentity.of(control[1]), 1.0))
+    remaining, _ = _drain(search, start=3)
+    for trial_id, config in remaining:
+        if TrialIdentity.of(config).role == "control":
+            search.on_trial_complete(trial_id, _result(TrialIdentity.of(config), 1.0))
+    study = optuna.load_study(study_name="delta", storage=f"sqlite:///{tmp_path}/optuna.db")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 1
+    alpha = done[0].params["nc3.alpha"]
+    assert done[0].values == pytest.approx([alpha / 10, 100.0])  # the paired delta on seed 0 only
+
+
+def test_state_survives_save_and_restore(tmp_path):
+    spec = _spec()
+    search = _searcher(spec, tmp_path)
+    asked, _ = _drain(search)
+    search.on_trial_complete(asked[0][0], _result(TrialIdentity.of(asked[0][1]), 10.0))
+    path = tmp_path / "searcher.pkl"
+    search.save(str(path))
+    again = _searcher(spec, tmp_path)
+    again.restore(str(path))
+    for trial_id, config in asked[1:]:
+        again.on_trial_complete(trial_id, _result(TrialIdentity.of(config), searched_values(config)["nc3.alpha"]))
+    more, _ = _drain(again, start=10)
+    assert {TrialIdentity.of(c).role for _, c in more} == {"trial"}  # the control is not trained twice
+    study = optuna.load_study(study_name="rep", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 1
