@@ -41,10 +41,11 @@ def progress_line(text: str, stream: TextIO | None = None) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=stream or sys.stdout, flush=True)
 
 
-def final_metrics(result: dict[str, Any], benchmarks: tuple[str, ...]) -> dict[str, float]:
+def final_metrics(result: dict[str, Any], benchmarks: tuple[str, ...], *, train: bool = True) -> dict[str, float]:
     """The numeric metrics of a trial's final result worth keeping: benchmark metrics (with their
-    `.ci_low`/`.ci_high`), train/* and time/* (Tune's bookkeeping keys and the config left out)."""
-    prefixes = tuple(f"{b}/" for b in benchmarks) + ("train/", "time/")
+    `.ci_low`/`.ci_high`), time/* and (with `train`) the last train/* window (Tune's bookkeeping keys
+    and the config left out)."""
+    prefixes = tuple(f"{b}/" for b in benchmarks) + (("train/", "time/") if train else ("time/",))
     out = {}
     for key, value in result.items():
         if key.startswith(prefixes) and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -120,10 +121,11 @@ class TrackingCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
-        metrics = final_metrics(result, self.benchmarks())
+        metrics = final_metrics(result, self.benchmarks(), train=False)  # train/* is logged step by step
         self.tracker.finish_trial(trial.trial_id, metrics, artifact_dir=result.get(EVAL_DIR_KEY),
                                   tags={"ncsearch.checkpoint": str(result.get(CHECKPOINT_KEY, "")),
-                                        "ncsearch.tokenizer": str(result.get(TOKENIZER_KEY, ""))})
+                                        "ncsearch.tokenizer": str(result.get(TOKENIZER_KEY, ""))},
+                                  step=int(result.get("step", 0)))
         self._summarise_ready(trials, ended=trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -371,11 +371,13 @@ class SearchTracker:
             self._log(run_id, metrics=metrics, step=step)
 
     def finish_trial(self, trial_id: str, metrics: Mapping[str, Any], *, artifact_dir: str | Path | None = None,
-                     tags: Mapping[str, str] | None = None) -> None:
+                     tags: Mapping[str, str] | None = None, step: int = 0) -> None:
+        """Final metrics at the run's last `step` (so train/* curves do not jump back to 0), the
+        evaluation folder as `eval/`, FINISHED."""
         run_id = self.child_run_id(trial_id)
         if run_id is None:
             return
-        self._log(run_id, metrics=metrics, tags=tags)
+        self._log(run_id, metrics=metrics, tags=tags, step=step)
         if artifact_dir is not None and Path(artifact_dir).is_dir():
             self.client.log_artifacts(run_id, str(artifact_dir), artifact_path="eval")
         self.client.set_terminated(run_id, status="FINISHED")

@@ -120,3 +120,20 @@ def test_ties_are_reported_as_ties_without_a_control():
         assert all(not m.distinct_from for m in members)
         assert any("cannot be told apart" in line for line in report.verdict)
     assert all(m.vs_control == "no control" for m in members)
+
+
+def test_report_command_refuses_a_search_without_a_finished_run(tmp_path, capsys):
+    from ncsearch.cli import main
+    from ncsearch.tracking import SearchTracker
+
+    spec = parse_spec({"name": "empty", "nc3": {"alpha": {"grid": [1.0]}}, "search": {"algorithm": "grid"},
+                       "eval": {"suite": "custom", "benchmarks": ["stereoset", "perplexity"]},
+                       "objectives": [{"metric": ICAT, "mode": "max"}, {"metric": PPPL, "mode": "min"}]})
+    SearchTracker(tmp_path / "empty", experiment="empty").start_parent(spec, yaml_path=None, ray_address=None)
+    capsys.readouterr()  # MLflow's own lines while the test set the store up
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds no finished trial" in err[0]
+    assert not (tmp_path / "empty" / "report").exists()  # nothing half-written
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "cannot find a tracking store" in capsys.readouterr().err

@@ -16,7 +16,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the search in the run directory <storage>/<name> without re-running finished trials")
     parser.add_argument("--num-samples", type=int, default=None, metavar="N",
-                        help="number of trials (overrides search.num_samples)")
+                        help="number of configurations Optuna proposes (overrides search.num_samples); each is trained search.replicates times")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key (dotted path; value read as YAML); repeatable")
     parser.add_argument("--data-dir", default=None, help="benchmark data root (default: NCSEARCH_DATA_DIR, cache, mirror)")

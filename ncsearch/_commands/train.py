@@ -33,7 +33,8 @@ def main(args: argparse.Namespace) -> int:
     from ncsearch.config import load_spec
     from ncsearch.errors import ConfigError
 
-    spec = load_spec(args.space, args.overrides)
+    # One run, not a search: the search's controls do not apply (and alpha = 0 is a fine run to ask for).
+    spec = load_spec(args.space, [*args.overrides, "search.control=false"])
     if not spec.is_concrete():
         open_keys = list(spec.distributions())
         raise ConfigError(
