@@ -88,11 +88,12 @@ def load_search(experiment: str, *, tracking_uri: str, parent_run_id: str | None
     client, parent = parent_run(experiment, tracking_uri=tracking_uri, parent_run_id=parent_run_id)
     experiment_id = parent.info.experiment_id
     try:
-        folder = tempfile.mkdtemp(prefix="ncsearch-spec-")
-        spec_path = client.download_artifacts(parent.info.run_id, "spec.yaml", folder)
-        spec = parse_spec(yaml.safe_load(Path(spec_path).read_text(encoding="utf-8")), source=f"{experiment}: spec.yaml")
-    except OSError as err:
+        with tempfile.TemporaryDirectory(prefix="ncsearch-spec-") as folder:
+            spec_path = client.download_artifacts(parent.info.run_id, "spec.yaml", folder)
+            text = Path(spec_path).read_text(encoding="utf-8")
+    except Exception as err:  # MLflow raises its own exception types for a missing artifact
         raise UserInputError(f"search run {parent.info.run_id} of {experiment!r} has no readable spec.yaml ({err})") from None
+    spec = parse_spec(yaml.safe_load(text), source=f"{experiment}: spec.yaml")
     children = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
                                   order_by=["attributes.start_time ASC"], max_results=50000)
     groups: dict[str, GroupInfo] = {}

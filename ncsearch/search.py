@@ -264,6 +264,7 @@ def _finish(spec: SearchSpec, layout: RunLayout, tracker: Any, grid: Any, plan: 
                           facts={"search/wall_s": wall, "runs/finished": finished, "runs/failed": failed})
     complete = budget_reached or searcher_done
     status = "FINISHED" if complete and finished else ("FAILED" if complete else "KILLED")
+    _close_groups(tracker, report, complete=complete)
     tracker.finish_parent(metrics={**report.parent_metrics(), "runs/finished": finished, "runs/failed": failed,
                                    "search/wall_s": wall},
                           artifacts={"pareto": layout.pareto_dir, "report": layout.report_dir},
@@ -280,6 +281,17 @@ def _finish(spec: SearchSpec, layout: RunLayout, tracker: Any, grid: Any, plan: 
                          parent_run_id=tracker.parent_run_id, finished=finished, failed=failed,
                          expected=plan.expected_runs, configurations=report.configurations,
                          searcher_done=searcher_done, budget_reached=budget_reached, report=report)
+
+
+def _close_groups(tracker: Any, report: Any, *, complete: bool) -> None:
+    """Close configuration and control runs the Tune callback could not summarise (a seed never ran:
+    the search was stopped, or hit its time budget), with what their finished seeds show."""
+    for group, summary in report.analysis.summaries.items():
+        run_id = tracker.group_run_id(group)
+        if run_id is None or tracker.client.get_run(run_id).info.status != "RUNNING":
+            continue
+        status = ("FINISHED" if summary.runs else "FAILED") if complete else "KILLED"
+        tracker.finish_group(group, summary.mlflow_metrics(), status=status)
 
 
 def main_exit_code(outcome: SearchOutcome) -> int:
