@@ -3,9 +3,11 @@ HTML page (plotly), both with interval error bars on every axis.
 
 The error bars are the point of these plots: a front whose members' intervals overlap on every
 objective is a tie, not a trade-off, and the plots must not suggest otherwise. Points are labelled by
-their searched values; the control (alpha = 0), when there is one, is drawn with its own intervals;
-front members that no objective tells apart from the control are drawn hollow. Two objectives give one
-scatter plot; three or more a matrix of every pair.
+their searched values (configurations on the same point share a label); the control (alpha = 0),
+when there is one, is drawn with its own intervals; front members that no objective tells apart from
+the control are drawn hollow. Two objectives give one scatter plot, and with a control a second one
+of the paired differences to it, where effects too small for the first plot show; three or more
+objectives a matrix of every pair.
 """
 
 from __future__ import annotations
@@ -62,8 +64,40 @@ def _draw_pair(ax: Any, report: Report, mx: str, my: str, *, annotate: bool) -> 
         ax.errorbar([x], [y], xerr=[[x - xl], [xh - x]], yerr=[[y - yl], [yh - y]], fmt="D", color=_CONTROL, ms=6,
                     capsize=3, label="control (alpha = 0)", zorder=4)
     if annotate:
-        for _, row in table.iterrows():
-            ax.annotate(str(row["label"]), (row[mx], row[my]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        _annotate(ax, [(row[mx], row[my], str(row["label"])) for _, row in table.iterrows()])
+
+
+def _annotate(ax: Any, points: list[tuple[float, float, str]]) -> None:
+    """One label per position: configurations that sit on the same point (a tie) share one label."""
+    spots: dict[tuple[str, str], list[str]] = {}
+    where: dict[tuple[str, str], tuple[float, float]] = {}
+    for x, y, label in points:
+        key = (f"{x:.4g}", f"{y:.4g}")
+        spots.setdefault(key, []).append(label)
+        where[key] = (x, y)
+    for key, labels in spots.items():
+        ax.annotate(", ".join(labels), where[key], fontsize=7, xytext=(4, 4), textcoords="offset points")
+
+
+def _draw_deltas(ax: Any, report: Report, mx: str, my: str) -> bool:
+    """Each configuration's paired differences to its control on two objectives, with intervals."""
+    analysis = report.analysis
+    front = set(report.front["group"]) if len(report.front) else set()
+    points = []
+    for s in analysis.configurations:
+        ex, ey = s.deltas.get(mx.removeprefix("delta/")), s.deltas.get(my.removeprefix("delta/"))
+        if ex is None or ey is None:
+            continue
+        colour = _FRONT if s.info.group in front else _OTHER
+        ax.errorbar([ex.value], [ey.value], xerr=[[ex.value - ex.low], [ex.high - ex.value]],
+                    yerr=[[ey.value - ey.low], [ey.high - ey.value]], fmt="o", color=colour, ms=6, capsize=3, lw=1.2)
+        points.append((ex.value, ey.value, s.info.label))
+    if not points:
+        return False
+    ax.axhline(0.0, color=_CONTROL, lw=0.8, ls="--")
+    ax.axvline(0.0, color=_CONTROL, lw=0.8, ls="--")
+    _annotate(ax, points)
+    return True
 
 
 def save_png(report: Report, path: Path) -> Path:
@@ -74,14 +108,22 @@ def save_png(report: Report, path: Path) -> Path:
     objs = report.objectives
     k = len(objs)
     if k == 2:
-        fig = Figure(figsize=(7.2, 5.4), dpi=120)
-        ax = fig.add_subplot(1, 1, 1)
         (mx, dx), (my, dy) = objs
+        paired = any(s.deltas for s in report.analysis.configurations)
+        fig = Figure(figsize=(12.0 if paired else 7.2, 5.4), dpi=110)
+        ax = fig.add_subplot(1, 2 if paired else 1, 1)
         _draw_pair(ax, report, mx, my, annotate=True)
         ax.set_xlabel(_label(mx, dx), fontsize=8)
         ax.set_ylabel(_label(my, dy), fontsize=8)
         ax.legend(loc="best", fontsize=7)
-        ax.set_title(_title(report), fontsize=8)
+        ax.set_title("configuration means", fontsize=8)
+        if paired:
+            right = fig.add_subplot(1, 2, 2)
+            _draw_deltas(right, report, mx, my)
+            right.set_xlabel(f"Δ {mx.removeprefix('delta/')} vs control ({'higher' if dx == 'max' else 'lower'} is better)", fontsize=8)
+            right.set_ylabel(f"Δ {my.removeprefix('delta/')} vs control ({'higher' if dy == 'max' else 'lower'} is better)", fontsize=8)
+            right.set_title("paired differences to the seed-matched control (0: no effect)", fontsize=8)
+        fig.suptitle(_title(report), fontsize=8)
     else:
         fig = Figure(figsize=(3.0 * (k - 1), 3.0 * (k - 1)), dpi=100)
         axes = fig.subplots(k - 1, k - 1, squeeze=False)
