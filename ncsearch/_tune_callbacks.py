@@ -175,7 +175,7 @@ class TrackingCallback(Callback):
                                           "FINISHED" if ok else "FAILED",
                                           metrics=final_metrics(trial.last_result or {}, self.benchmarks()) if ok else {},
                                           evaluation=(lambda d=eval_dir: read_eval(d)) if ok else None))
-            analysis = SearchAnalysis(runs, infos, [(o.metric, o.mode) for o in self.spec.objectives])
+            analysis = SearchAnalysis.for_spec(runs, infos, self.spec)
             for name in involved:
                 if name in self._summarised and name != group:
                     continue

@@ -229,6 +229,7 @@ class SearchAnalysis:
         objectives: Sequence[tuple[str, str]],
         *,
         bias_patterns: Sequence[str] = (),
+        skip_overall: bool = False,
         resamples: int = RESAMPLES,
         seed: int = SEED,
         level: float = LEVEL,
@@ -239,6 +240,7 @@ class SearchAnalysis:
         self.level = level
         self.bank = SampleBank(self.runs, resamples=resamples, seed=seed)
         self.bias_patterns = tuple(bias_patterns)
+        self.skip_overall = skip_overall
         self.summaries: dict[str, GroupSummary] = {}
         for group in groups:
             self.summaries[group] = self._summarise(group)
@@ -246,6 +248,26 @@ class SearchAnalysis:
             control = groups[group].control
             if control and control in self.summaries:
                 self._deltas(summary, self.summaries[control])
+
+    @classmethod
+    def for_spec(cls, runs: Sequence[RunRecord], groups: dict[str, GroupInfo], spec: Any, **options: Any) -> SearchAnalysis:
+        """The analysis of a search of `spec`: its objectives, the bias measures its benchmarks declare,
+        and (when it scores a single bias domain, whose `overall` metrics repeat that domain's) no
+        `overall` copies among them."""
+        from ncsearch.evaluate import get_benchmark
+
+        names = [*spec.eval.benchmark_names(), "collapse"]
+        patterns = [p for name in names for p in get_benchmark(name).bias_measures]
+        domains = spec.eval.domain_filter()
+        return cls(runs, groups, [(o.metric, o.mode) for o in spec.objectives], bias_patterns=patterns,
+                   skip_overall=bool(domains) and len(domains) == 1, **options)
+
+    @property
+    def family(self) -> list[str]:
+        """The metrics each configuration's Holm adjustment runs over: its objectives, the bias
+        measures and the UNC3 measures (not every re-aggregated sub-score)."""
+        wanted = [m.removeprefix("delta/") for m, _ in self.objectives] + self.bias_metrics() + list(UNC3_MEASURES)
+        return [m for m in dict.fromkeys(wanted) if m in self.bank.point]
 
     # ----- per group -----------------------------------------------------------------------------
 
@@ -294,7 +316,7 @@ class SearchAnalysis:
                 p, s = self.bank.combine([(1.0, [ta]), (-1.0, [tb])], metric)
                 per_seed[r] = estimate(p, s, level=self.level, test=True)
             summary.seed_deltas[metric] = per_seed
-        metrics = list(summary.deltas)
+        metrics = [m for m in self.family if m in summary.deltas]
         adjusted = holm([summary.deltas[m].p_value for m in metrics])
         summary.delta_holm = {m: float(p) for m, p in zip(metrics, adjusted)}
 
@@ -429,7 +451,7 @@ class SearchAnalysis:
     def bias_metrics(self) -> list[str]:
         """Metrics measuring bias that this search has (benchmarks' `bias_measures`, fairness objectives)."""
         found = [m for m in self.bank.metrics if any(fnmatch.fnmatchcase(m, p) for p in self.bias_patterns)]
-        return found
+        return [m for m in found if not (self.skip_overall and "/overall/" in m)]
 
     def claim_points(self, x: str, y: str) -> tuple[np.ndarray, np.ndarray, str]:
         """The (x, y) points the claim is tested on, and their basis.

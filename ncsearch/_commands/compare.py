@@ -192,6 +192,9 @@ def main(args: argparse.Namespace) -> int:
     if args.resamples < 1:
         raise ConfigError(f"--resamples must be positive, but got {args.resamples}")
     flags = _settings_from_flags(args)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # weight-loading bars would interleave with the table
     downloads: list[tempfile.TemporaryDirectory] = []
     sides = [_resolve(args.a, args, downloads), _resolve(args.b, args, downloads)]
     data_root = resolve_data_root(args.data_dir) if any(s.checkpoint for s in sides) else None

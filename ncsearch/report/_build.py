@@ -6,7 +6,6 @@ read from MLflow) and returns a `Report`, which the renderers turn into text, Ma
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,24 +89,10 @@ class Report:
         return tags
 
 
-def _fairness_metrics(analysis: SearchAnalysis, spec: Any) -> list[str]:
-    """The search's bias measures; with a single domain, its `overall` copies are left out."""
-    found = analysis.bias_metrics()
-    domains = spec.eval.domain_filter()
-    if domains and len(domains) == 1:
-        found = [m for m in found if "/overall/" not in m]
-    return found
-
-
 def build_report(record: Any, *, resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL) -> Report:
     """Analyse `record` (a `SearchRecord`) and decide what it shows."""
-    from ncsearch.evaluate import get_benchmark
-
     spec = record.spec
-    names = [*spec.eval.benchmark_names(), "collapse"]
-    patterns = [p for name in names for p in get_benchmark(name).bias_measures]
-    analysis = SearchAnalysis(record.runs, record.groups, record.objectives, bias_patterns=patterns,
-                              resamples=resamples, seed=seed, level=level)
+    analysis = SearchAnalysis.for_spec(record.runs, record.groups, spec, resamples=resamples, seed=seed, level=level)
     info, members, hv = analysis.pareto()
     table = info.trials.copy()
     marks = {m.group: m for m in members}
@@ -118,7 +103,7 @@ def build_report(record: Any, *, resamples: int = RESAMPLES, seed: int = SEED, l
     table["beaten_beyond_noise_by"] = ["" if g in marks else "; ".join(analysis.beaten_by(g, front_groups))
                                        for g in table.get("group", [])]
     front = table[table["pareto"]] if len(table) else table
-    fairness = _fairness_metrics(analysis, spec)
+    fairness = analysis.bias_metrics()
     objective_metrics = [o.base_metric for o in spec.objectives]
     headline = list(dict.fromkeys([*objective_metrics, *fairness, "collapse/unc3", "train/unc3"]))
     headline = [m for m in headline if m in analysis.bank.point]
@@ -241,7 +226,3 @@ def verdict(report: Report) -> list[str]:
     elif report.claims:
         lines.append("Too few runs (fewer than 4) to test the paper's claim that UNC3 goes with fairness.")
     return lines
-
-
-def matches(metric: str, patterns: list[str]) -> bool:
-    return any(fnmatch.fnmatchcase(metric, p) for p in patterns)

@@ -205,7 +205,8 @@ def _document(report: Report, pareto_png: bytes, facts: dict[str, float]) -> _Do
     if analysis.controls:
         doc.paragraph("Each configuration against the control trained at the same seeds (same data order and masks); "
                       "Δ is the mean over seeds of the per-seed paired difference, with its two-level bootstrap "
-                      "interval; p is its two-sided bootstrap p-value, Holm-adjusted across the configuration's metrics.")
+                      "interval; p is its two-sided bootstrap p-value, Holm-adjusted across the configuration's objectives, "
+                      "bias measures and UNC3 measures.")
         doc.table(control_rows(report, report.headline))
     else:
         doc.paragraph("No control was trained (search.control: false).")
