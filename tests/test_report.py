@@ -137,3 +137,27 @@ def test_report_command_refuses_a_search_without_a_finished_run(tmp_path, capsys
     assert not (tmp_path / "empty" / "report").exists()  # nothing half-written
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "cannot find a tracking store" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("searched", ["vocab", "baseline"])
+def test_response_curves_for_two_parameters_and_for_categories(tmp_path, searched):
+    """Vocabulary size coloured by source (a numeric and a categorical parameter), and a baseline grid
+    (categories only, each configuration beside its own control): the report draws and tabulates both."""
+    record = _search()
+    if searched == "vocab":
+        values = {"c001": {"nc3.vocab.size": 50, "nc3.vocab.source": "gender"},
+                  "c002": {"nc3.vocab.size": 100, "nc3.vocab.source": "random"}}
+        record.spec = parse_spec({**record.spec.to_dict(), "nc3": {"alpha": 10.0, "vocab": {
+            "size": {"grid": [50, 100]}, "source": {"grid": ["gender", "random"]}}}})
+    else:
+        values = {"c001": {"baseline": "cda"}, "c002": {"baseline": "mlm"}}
+        record.spec = parse_spec({**record.spec.to_dict(), "baseline": {"grid": ["mlm", "cda"]}, "nc3": {"alpha": 10.0}})
+    for group, v in values.items():
+        record.groups[group].values = v
+    write_report(record, pareto_dir=tmp_path / "pareto", report_dir=tmp_path / "report", resamples=200)
+    figures = sorted(p.name for p in (tmp_path / "report" / "figures").glob("response_*.png"))
+    expected = ["response_nc3.vocab.size.png", "response_nc3.vocab.source.png"] if searched == "vocab" else ["response_baseline.png"]
+    assert figures == expected
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    if searched == "baseline":
+        assert "## Paired differences against the control (baseline x NC3)" in markdown
