@@ -299,14 +299,24 @@ class SearchAnalysis:
                 summary.seed_sd[metric] = float(np.std(values, ddof=1))
         return summary
 
+    def same_vocabulary(self, group: str, control: str) -> bool:
+        """Whether a configuration measures UNC3 on the same V as its control: a control is shared by
+        every configuration that differs only in NC3 fields, and it keeps its statistics on the V of
+        the configuration that first asked for it."""
+        def vocab(values: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in values.items() if k.startswith("nc3.vocab.")}
+
+        return vocab(self.groups[group].values) == vocab(self.groups[control].values)
+
     def _deltas(self, summary: GroupSummary, control: GroupSummary) -> None:
         common = [r for r in summary.runs if r in control.runs]
         if not common:
             return
         a = [summary.runs[r] for r in common]
         b = [control.runs[r] for r in common]
+        same_v = self.same_vocabulary(summary.info.group, control.info.group)
         for metric in summary.estimates:
-            if metric not in control.estimates:
+            if metric not in control.estimates or (metric in UNC3_MEASURES and not same_v):
                 continue
             point, samples = self.bank.combine([(1.0, a), (-1.0, b)], metric)
             summary.deltas[metric] = estimate(point, samples, level=self.level, test=True)
@@ -459,10 +469,12 @@ class SearchAnalysis:
         With controls, each configuration seed's difference to the control at the same seed: the
         training seed moves UNC3 and the bias measures together (same data order, same masks), and a
         correlation of raw values across seeds would show that shared seed effect, not the
-        regularizer's. Without controls, the configuration runs' own values.
+        regularizer's. Without controls, or when configurations measure UNC3 on other vocabularies
+        than their control (a searched V), the configuration runs' own values.
         """
         xs, ys = [], []
-        if any(s.deltas for s in self.configurations):
+        paired = [s for s in self.configurations if s.deltas and s.info.control in self.summaries]
+        if paired and all(self.same_vocabulary(s.info.group, s.info.control) for s in paired):
             for s in self.configurations:
                 control = self.summaries.get(s.info.control or "")
                 if control is None:

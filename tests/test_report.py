@@ -161,3 +161,14 @@ def test_response_curves_for_two_parameters_and_for_categories(tmp_path, searche
     markdown = (tmp_path / "report" / "report.md").read_text()
     if searched == "baseline":
         assert "## Paired differences against the control (baseline x NC3)" in markdown
+
+
+def test_unc3_is_not_differenced_across_vocabularies():
+    record = _search()
+    record.groups["c001"].values = {"nc3.vocab.size": 50}
+    record.groups["c002"].values = {"nc3.vocab.size": 100}
+    record.groups["ctl"].values = {"nc3.vocab.size": 50}  # the control keeps the first configuration's V
+    analysis = SearchAnalysis(record.runs, record.groups, record.objectives, resamples=200)
+    assert "train/unc3" in analysis.summaries["c001"].deltas
+    assert "train/unc3" not in analysis.summaries["c002"].deltas and ODDS in analysis.summaries["c002"].deltas
+    assert analysis.claim_points("train/unc3", ODDS)[2] == "values of the configurations' runs"
