@@ -55,7 +55,6 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from ncsearch.config import SearchSpec
-    from ncsearch.pareto import ParetoInfo
 
 __all__ = [
     "ROLE_TAG",

@@ -8,7 +8,6 @@ import optuna
 import pytest
 from ray.tune.search import Searcher
 
-from ncsearch._replicates import ReplicatedSearch
 from ncsearch._trial_driver import FINAL_KEY, TrialIdentity, searched_values
 from ncsearch.config import parse_spec
 from ncsearch.space import translate
