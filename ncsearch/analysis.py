@@ -496,8 +496,7 @@ class SearchAnalysis:
             if x not in self.bank.point:
                 continue
             for y in (self.bias_metrics() if bias_metrics is None else bias_metrics):
-                xs, ys = self.claim_points(x, y)[:2]
-                basis = self.claim_points(x, y)[2]
+                xs, ys, basis = self.claim_points(x, y)
                 rho = spearman(xs, ys, stream=f"claim:{x}:{y}", resamples=self.bank.resamples, seed=self.bank.seed,
                                level=self.level)
                 out.append(Claim(x, y, int(np.isfinite(xs).sum()), rho, basis))
