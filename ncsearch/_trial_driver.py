@@ -34,6 +34,7 @@ __all__ = [
     "evaluation_suite",
     "run_spec",
     "searched_values",
+    "trial_benchmarks",
     "trial_driver",
 ]
 
@@ -86,19 +87,25 @@ def run_spec(base: SearchSpec, config: dict[str, Any]) -> SearchSpec:
     return spec.as_control() if identity.role == ROLE_CONTROL else spec
 
 
-def evaluation_suite(spec: SearchSpec, vocab_ids: list[int] | None) -> tuple[list[str], dict[str, dict[str, Any]]]:
-    """Benchmark names and options for a trial: the spec's suite, plus held-out collapse on the trial's
-    own V (`vocab_ids`), with the spec's NC3 feature source and label shift."""
+#: The benchmark every trial adds to its spec's suite: NC3/UNC3 on the trial's own V, held out.
+HELDOUT_COLLAPSE = "collapse"
+
+
+def trial_benchmarks(spec: SearchSpec) -> list[str]:
+    """The benchmarks a trial of `spec` scores: the spec's suite plus held-out collapse."""
     names = list(spec.eval.benchmark_names())
+    return names if HELDOUT_COLLAPSE in names else [*names, HELDOUT_COLLAPSE]
+
+
+def evaluation_suite(spec: SearchSpec, vocab_ids: list[int]) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Benchmark names and options for a trial: `trial_benchmarks`, with held-out collapse on the
+    trial's own V (`vocab_ids`), the spec's NC3 feature source and label shift."""
     options = {name: dict(values) for name, values in spec.eval.options.items()}
-    if vocab_ids:
-        if "collapse" not in names:
-            names.append("collapse")
-        collapse = options.setdefault("collapse", {})
-        collapse.setdefault("vocab_ids", list(vocab_ids))
-        collapse.setdefault("features", spec.nc3.features)
-        collapse.setdefault("label_shift", spec.nc3.label_shift)
-    return names, options
+    collapse = options.setdefault(HELDOUT_COLLAPSE, {})
+    collapse.setdefault("vocab_ids", list(vocab_ids))
+    collapse.setdefault("features", spec.nc3.features)
+    collapse.setdefault("label_shift", spec.nc3.label_shift)
+    return trial_benchmarks(spec), options
 
 
 @dataclass(frozen=True)
@@ -148,10 +155,11 @@ def trial_driver(config: dict[str, Any], context: TrialContext) -> None:
     torch.set_num_threads(max(1, round(spec.resources.workers_per_trial * spec.resources.cpus_per_worker)))
     start = time.perf_counter()
     model, tokenizer = load_mlm(str(outcome.model_dir))
-    names, options = evaluation_suite(spec, read_meta(outcome.checkpoint_dir).get("nc3_vocab_ids"))
-    result = run_suite(model, tokenizer, names, data_root=context.data_root, limits=dict(spec.eval.limits),
-                       options=options, batch_size=spec.eval.batch_size, seed=spec.eval.seed,
-                       domains=spec.eval.domain_filter(), progress=False)
+    names, options = evaluation_suite(spec, read_meta(outcome.checkpoint_dir)["nc3_vocab_ids"])
+    # One record of how the checkpoint was scored: run here, and stored so `ncsearch compare` can rescore alike.
+    settings = {"limits": dict(spec.eval.limits), "options": options, "batch_size": spec.eval.batch_size,
+                "seed": spec.eval.seed, "domains": list(spec.eval.domain_filter() or []) or None}
+    result = run_suite(model, tokenizer, names, data_root=context.data_root, progress=False, **settings)
     eval_s = time.perf_counter() - start
 
     bad = [o.base_metric for o in base.objectives
@@ -171,9 +179,7 @@ def trial_driver(config: dict[str, Any], context: TrialContext) -> None:
                   "seed": spec.train.seed, "alpha": spec.nc3.alpha, "params": searched_values(config),
                   "control_key": spec.control_key(), "tokenizer": fingerprint, "model": spec.model,
                   "checkpoint": str(outcome.checkpoint_dir),
-                  "eval": {"benchmarks": names, "limits": dict(spec.eval.limits), "options": options,
-                           "domains": list(spec.eval.domain_filter() or []) or None,
-                           "batch_size": spec.eval.batch_size, "seed": spec.eval.seed}},
+                  "eval": {"benchmarks": names, **settings}},
     )
     final: dict[str, Any] = {k: float(v) for k, v in result.metrics.items()}
     final.update(flat_intervals(result.intervals))

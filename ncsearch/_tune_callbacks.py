@@ -29,6 +29,7 @@ from ncsearch._trial_driver import (
     TrialIdentity,
     run_spec,
     searched_values,
+    trial_benchmarks,
 )
 from ncsearch.config import SearchSpec, parse_spec
 from ncsearch.tracking import CONFIGURATION, CONTROL, SearchTracker, failure_reason, flatten_params
@@ -99,7 +100,7 @@ class TrackingCallback(Callback):
         return self._spec
 
     def benchmarks(self) -> tuple[str, ...]:
-        return (*self.spec.eval.benchmark_names(), "collapse")
+        return tuple(trial_benchmarks(self.spec))
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         from ncsearch.analysis import label_of

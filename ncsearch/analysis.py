@@ -254,10 +254,10 @@ class SearchAnalysis:
         """The analysis of a search of `spec`: its objectives, the bias measures its benchmarks declare,
         and (when it scores a single bias domain, whose `overall` metrics repeat that domain's) no
         `overall` copies among them."""
+        from ncsearch._trial_driver import trial_benchmarks
         from ncsearch.evaluate import get_benchmark
 
-        names = [*spec.eval.benchmark_names(), "collapse"]
-        patterns = [p for name in names for p in get_benchmark(name).bias_measures]
+        patterns = [p for name in trial_benchmarks(spec) for p in get_benchmark(name).bias_measures]
         domains = spec.eval.domain_filter()
         return cls(runs, groups, [(o.metric, o.mode) for o in spec.objectives], bias_patterns=patterns,
                    skip_overall=bool(domains) and len(domains) == 1, **options)
