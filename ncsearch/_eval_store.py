@@ -14,8 +14,6 @@ models are gone.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from ncsearch._atomic import atomic_write
 from ncsearch.errors import UserInputError
 
 __all__ = ["EvalRecord", "read_eval", "write_eval"]
@@ -33,10 +32,7 @@ IDENTITY_FILE = "identity.json"
 
 
 def _atomic_json(path: Path, payload: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=1, sort_keys=True, default=str)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(payload, indent=1, sort_keys=True, default=str))
 
 
 def write_eval(folder: str | Path, *, metrics: Mapping[str, float], intervals: Mapping[str, tuple[float, float]],

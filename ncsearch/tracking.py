@@ -40,10 +40,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import subprocess
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -172,11 +170,9 @@ class TrackingState:
         self.data.setdefault("groups", {})
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tracking.", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.data, f, indent=2, sort_keys=True)
-        os.replace(tmp, self.path)
+        from ncsearch._atomic import atomic_write
+
+        atomic_write(self.path, json.dumps(self.data, indent=2, sort_keys=True))
 
 
 class SearchTracker:

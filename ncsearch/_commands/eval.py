@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -97,10 +95,9 @@ def _write_outputs(out: Path, payload: dict[str, Any], details: dict[str, Any]) 
         path = out.with_name(f"{out.stem}.{key.replace('/', '.')}.csv")
         table.to_csv(path, index=False)
         written.append(path)
-    with tempfile.NamedTemporaryFile("w", dir=out.parent, prefix=f".{out.name}.", delete=False) as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(handle.name, out)
+    from ncsearch._atomic import atomic_write
+
+    atomic_write(out, json.dumps(payload, indent=2, sort_keys=True) + "\n")
     return [out, *written]
 
 

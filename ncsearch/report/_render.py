@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import base64
 import html
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from ncsearch._atomic import atomic_write
 from ncsearch.report._build import Report, build_report
 from ncsearch.report._tables import claims_rows, configuration_rows, control_rows, front_rows, render, runs_rows
 
@@ -27,16 +26,8 @@ SECTIONS = ("Verdict", "Configurations", "Pareto front", "Response curves", "Pai
             "The paper's claim: collapse and fairness", "Runs", "Run facts")
 
 
-def _atomic_write(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-    os.replace(tmp, path)
-
-
 def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
-    _atomic_write(path, frame.to_csv(index=False))
+    atomic_write(path, frame.to_csv(index=False))
 
 
 def _versions() -> dict[str, str]:
@@ -256,8 +247,8 @@ def write_report(record: Any, *, pareto_dir: str | Path, report_dir: str | Path,
     doc = _document(report, pareto_png, dict(facts or {}))
     for name, png in doc.figures.items():
         if png:
-            _atomic_write(report_dir / "figures" / name, png)
-    _atomic_write(report_dir / "report.md", doc.markdown())
-    _atomic_write(report_dir / "report.html", doc.html())
+            atomic_write(report_dir / "figures" / name, png)
+    atomic_write(report_dir / "report.md", doc.markdown())
+    atomic_write(report_dir / "report.html", doc.html())
     report.files = {"html": report_dir / "report.html", "markdown": report_dir / "report.md"}
     return report
