@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ncsearch.config import BENCHMARKS, SUITE_DOMAINS, SUITES
 from ncsearch.errors import ConfigError, UserInputError
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -31,21 +30,13 @@ _TRIAL_ID = re.compile(r"^[0-9a-f]{5,16}(_[0-9]{5})?$")
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
-    from ncsearch._commands.eval import add_option_arguments
+    from ncsearch._commands.eval import add_suite_arguments
 
     parser.add_argument("a", metavar="A", help="trial id, MLflow run id, evaluation folder or checkpoint (the reference)")
     parser.add_argument("b", metavar="B", help="the same kinds; differences are B - A")
     parser.add_argument("--tracking-uri", default=None, help="where run and trial ids are looked up (default: run directories)")
     parser.add_argument("--storage", default=None, help="folder holding run directories (default: runs)")
-    parser.add_argument("--suite", choices=sorted(SUITES), default="gender", help="suite for checkpoints (default: gender)")
-    parser.add_argument("--benchmarks", nargs="+", metavar="NAME", help=f"benchmarks for checkpoints: {', '.join(BENCHMARKS)}")
-    parser.add_argument("--limit", dest="limits", action="append", default=[], metavar="NAME=N",
-                        help="cap a benchmark's examples when scoring a checkpoint (repeatable)")
-    parser.add_argument("--domains", nargs="+", metavar="TYPE", help="bias types StereoSet/CrowS-Pairs keep")
-    parser.add_argument("--data-dir", type=Path, help="benchmark data root")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0, help="seed for benchmarks that sample (default: 0)")
-    add_option_arguments(parser)
+    add_suite_arguments(parser)  # how a checkpoint is scored when the other side is not a stored run
     parser.add_argument("--all", action="store_true", help="every shared metric, not only the headline ones")
     parser.add_argument("--json", dest="json_out", type=Path, metavar="OUT", help="also write the comparison as JSON")
 
@@ -140,18 +131,6 @@ def _resolve(target: str, args: argparse.Namespace, downloads: list) -> _Side:
     raise UserInputError(f"{target!r} is not a trial id, an MLflow run id, an evaluation folder or a model checkpoint")
 
 
-def _settings_from_flags(args: argparse.Namespace) -> dict[str, Any]:
-    from ncsearch._commands.eval import parse_limits, parse_options
-
-    names = list(args.benchmarks) if args.benchmarks else list(SUITES[args.suite])
-    unknown = [n for n in names if n not in BENCHMARKS]
-    if unknown:
-        raise ConfigError([f"unknown benchmark {n!r}; valid: {', '.join(BENCHMARKS)}" for n in unknown])
-    domains = list(args.domains) if args.domains else (None if args.benchmarks else list(SUITE_DOMAINS[args.suite] or []) or None)
-    return {"benchmarks": names, "limits": parse_limits(args.limits), "options": parse_options(args.options),
-            "domains": domains, "batch_size": args.batch_size, "seed": args.seed}
-
-
 def _score(side: _Side, settings: dict[str, Any], data_root: Path, resamples: int) -> None:
     from ncsearch.evaluate import run_suite
     from ncsearch.models import load_mlm, tokenizer_fingerprint
@@ -187,11 +166,11 @@ def main(args: argparse.Namespace) -> int:
     from ncsearch.report._tables import render
     from ncsearch.stats import holm
 
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be positive, but got {args.batch_size}")
+    from ncsearch._commands.eval import suite_settings
+
     if args.resamples < 1:
         raise ConfigError(f"--resamples must be positive, but got {args.resamples}")
-    flags = _settings_from_flags(args)
+    flags = suite_settings(args)
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # weight-loading bars would interleave with the table

@@ -21,6 +21,16 @@ from ncsearch.errors import ConfigError
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="masked-LM checkpoint dir, Hugging Face id, or the alias 'minilm-l6'")
+    add_suite_arguments(parser)
+    parser.add_argument("--json", dest="json_out", type=Path, metavar="OUT", help="write metrics JSON here (+ CSVs beside it)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a checkpoint is scored: suite, limits, domains, options and bootstrap settings. Shared with
+    `ncsearch compare`, and read back by `suite_settings`."""
+    from ncsearch.stats import RESAMPLES
+
     parser.add_argument("--suite", choices=sorted(SUITES), default="gender", help="benchmark suite (default: gender)")
     parser.add_argument("--benchmarks", nargs="+", metavar="NAME", help=f"run these instead of the suite: {', '.join(BENCHMARKS)}")
     parser.add_argument("--limit", dest="limits", action="append", default=[], metavar="NAME=N",
@@ -28,22 +38,43 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--domains", nargs="+", metavar="TYPE",
                         help="bias types StereoSet/CrowS-Pairs keep (default: the suite's; gender for --suite gender, "
                              "all with --benchmarks)")
-    parser.add_argument("--json", dest="json_out", type=Path, metavar="OUT", help="write metrics JSON here (+ CSVs beside it)")
     parser.add_argument("--data-dir", type=Path, help="benchmark data root (default: resolved as `ncsearch data` does)")
     parser.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass (default: 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed for benchmarks that sample (default: 0)")
-    add_option_arguments(parser)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def add_option_arguments(parser: argparse.ArgumentParser) -> None:
-    """Benchmark options and bootstrap settings, shared with `ncsearch compare`."""
-    from ncsearch.stats import RESAMPLES
-
     parser.add_argument("--option", dest="options", action="append", default=[], metavar="NAME.KEY=VALUE",
                         help="a benchmark option (value read as YAML), e.g. --option crows_pairs.scorers=[bias_bench,nangia]")
     parser.add_argument("--resamples", type=int, default=RESAMPLES,
                         help=f"bootstrap resamples behind each interval (default {RESAMPLES}; 0: no intervals)")
+
+
+def suite_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The checked settings of `add_suite_arguments`: benchmarks, limits, options, domains (list or
+    None), batch_size and seed, as `run_suite` takes them; every bad value is a ConfigError."""
+    limits = parse_limits(args.limits)
+    options = parse_options(args.options)
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be positive, but got {args.batch_size}")
+    if args.resamples < 0:
+        raise ConfigError(f"--resamples must be >= 0, but got {args.resamples}")
+    names = list(args.benchmarks) if args.benchmarks else list(SUITES[args.suite])
+    unknown = [name for name in names if name not in BENCHMARKS]
+    if unknown:
+        raise ConfigError([f"unknown benchmark {name!r}; valid: {', '.join(BENCHMARKS)}" for name in unknown])
+    extra = [name for name in limits if name not in names]
+    if extra:
+        raise ConfigError([f"--limit {name}=... names a benchmark that is not run ({', '.join(names)})" for name in extra])
+    extra = [name for name in options if name not in names]
+    if extra:
+        raise ConfigError([f"--option {name}.... names a benchmark that is not run ({', '.join(names)})" for name in extra])
+    if args.domains:
+        bad = [d for d in args.domains if d not in DOMAINS]
+        if bad:
+            raise ConfigError(f"--domains: unknown bias type {bad[0]!r}; valid: {', '.join(DOMAINS)}")
+        domains = list(args.domains)
+    else:
+        domains = None if args.benchmarks else list(SUITE_DOMAINS[args.suite] or []) or None
+    return {"benchmarks": names, "limits": limits, "options": options, "domains": domains,
+            "batch_size": args.batch_size, "seed": args.seed}
 
 
 def parse_options(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -119,41 +150,18 @@ def _print_table(metrics: dict[str, float], intervals: dict[str, tuple[float, fl
 
 
 def main(args: argparse.Namespace) -> int:
-    limits = parse_limits(args.limits)
-    options = parse_options(args.options)
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be positive, but got {args.batch_size}")
-    if args.resamples < 0:
-        raise ConfigError(f"--resamples must be >= 0, but got {args.resamples}")
-    names = list(args.benchmarks) if args.benchmarks else list(SUITES[args.suite])
-    unknown = [name for name in names if name not in BENCHMARKS]
-    if unknown:
-        raise ConfigError([f"unknown benchmark {name!r}; valid: {', '.join(BENCHMARKS)}" for name in unknown])
-    extra = [name for name in limits if name not in names]
-    if extra:
-        raise ConfigError([f"--limit {name}=... names a benchmark that is not run ({', '.join(names)})" for name in extra])
-    extra = [name for name in options if name not in names]
-    if extra:
-        raise ConfigError([f"--option {name}.... names a benchmark that is not run ({', '.join(names)})" for name in extra])
+    settings = suite_settings(args)
+    names = settings.pop("benchmarks")
 
     from ncsearch.data import resolve_data_root
     from ncsearch.evaluate import build_benchmarks, run_suite
     from ncsearch.models import load_mlm
 
-    if args.domains:
-        bad = [d for d in args.domains if d not in DOMAINS]
-        if bad:
-            raise ConfigError(f"--domains: unknown bias type {bad[0]!r}; valid: {', '.join(DOMAINS)}")
-        domains: tuple[str, ...] | None = tuple(args.domains)
-    else:
-        domains = None if args.benchmarks else SUITE_DOMAINS[args.suite]
-
     data_root = resolve_data_root(args.data_dir)
-    settings = dict(data_root=data_root, limits=limits, options=options, batch_size=args.batch_size, seed=args.seed,
-                    domains=domains)
-    benchmarks = build_benchmarks(names, **settings)  # bad options fail before the model loads
+    benchmarks = build_benchmarks(names, data_root=data_root, **settings)  # bad options fail before the model loads
     model, tokenizer = load_mlm(args.model, data_root=data_root)
-    result = run_suite(model, tokenizer, names, **settings, progress=not args.no_progress, resamples=args.resamples)
+    result = run_suite(model, tokenizer, names, data_root=data_root, **settings, progress=not args.no_progress,
+                       resamples=args.resamples)
     units = {name: type(b).resampling.describe() for name, b in zip(names, benchmarks)}
     _print_table(result.metrics, result.intervals, units)
     if args.json_out is not None:
@@ -162,11 +170,7 @@ def main(args: argparse.Namespace) -> int:
         payload = {
             "model": args.model,
             "benchmarks": names,
-            "limits": limits,
-            "options": options,
-            "domains": list(domains) if domains else None,
-            "batch_size": args.batch_size,
-            "seed": args.seed,
+            **settings,
             "data_root": str(data_root),
             "metrics": result.metrics,
             "intervals": {key: list(span) for key, span in result.intervals.items()},
