@@ -62,7 +62,6 @@ __all__ = [
     "failure_reason",
     "flatten_params",
     "parent_run",
-    "searched_keys",
 ]
 
 ROLE_TAG = "ncsearch.role"
@@ -107,20 +106,6 @@ def _is_distribution(value: Mapping[str, Any]) -> bool:
     from ncsearch.config import DIST_KINDS
 
     return len(value) == 1 and next(iter(value)) in DIST_KINDS
-
-
-def searched_keys(parent_params: Mapping[str, str]) -> list[str]:
-    """The dotted keys a search varied, read back from its parent run's params."""
-    keys = []
-    for key, text in parent_params.items():
-        if text.startswith("{"):
-            try:
-                value = json.loads(text)
-            except ValueError:
-                continue
-            if isinstance(value, dict) and _is_distribution(value):
-                keys.append(key)
-    return keys
 
 
 def _finite_metrics(values: Mapping[str, Any]) -> dict[str, float]:

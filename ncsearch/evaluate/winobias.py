@@ -142,8 +142,7 @@ def winobias_metrics(table: pd.DataFrame, weights: np.ndarray, prefix: str = "wi
             metrics[f"{prefix}/{kind}_prob"] = (weights @ (rows * prob)) / count
     metrics[f"{prefix}/acc_gap"] = metrics[f"{prefix}/pro_acc"] - metrics[f"{prefix}/anti_acc"]
     metrics[f"{prefix}/prob_gap"] = metrics[f"{prefix}/pro_prob"] - metrics[f"{prefix}/anti_prob"]
-    return {key: metrics[key] for key in (f"{prefix}/{k}" for k in ("pro_acc", "pro_prob", "anti_acc", "anti_prob",
-                                                                       "acc_gap", "prob_gap"))}
+    return metrics
 
 
 def summarise(table: pd.DataFrame, prefix: str = "winobias") -> dict[str, float]:
