@@ -15,6 +15,7 @@ every benchmark intervals and paired comparisons without knowing what it measure
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,7 +26,8 @@ import pandas as pd
 from ncsearch._registry import Registry
 from ncsearch.errors import UserInputError
 
-__all__ = ["Benchmark", "BenchmarkResult", "Resampling", "available", "get_benchmark", "point_metrics", "register"]
+__all__ = ["Benchmark", "BenchmarkResult", "Resampling", "available", "get_benchmark", "point_metrics", "register",
+           "unit_weight_metrics"]
 
 _BENCHMARKS: Registry[type[Benchmark]] = Registry("benchmark")
 
@@ -114,10 +116,16 @@ class Benchmark(abc.ABC):
         `weights` (B, rows). Weight 1 everywhere must give exactly the published metrics."""
 
 
-def point_metrics(cls: type[Benchmark], table: pd.DataFrame) -> dict[str, float]:
-    """The published metrics of `table`: `metrics_from_weights` at weight 1 on every row."""
-    values = cls.metrics_from_weights(table, np.ones((1, len(table))))
+def unit_weight_metrics(metrics_from_weights: Callable[..., dict[str, np.ndarray]], table: pd.DataFrame,
+                        *args: Any) -> dict[str, float]:
+    """The published metrics of `table`: a weighted metric function at weight 1 on every row."""
+    values = metrics_from_weights(table, np.ones((1, len(table))), *args)
     return {key: float(array[0]) for key, array in values.items()}
+
+
+def point_metrics(cls: type[Benchmark], table: pd.DataFrame) -> dict[str, float]:
+    """The published metrics of `table`: the benchmark's `metrics_from_weights` at weight 1."""
+    return unit_weight_metrics(cls.metrics_from_weights, table)
 
 
 register = _BENCHMARKS.register

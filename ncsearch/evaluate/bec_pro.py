@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ncsearch.errors import DataError
-from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, register
+from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, register, unit_weight_metrics
 
 __all__ = ["GROUPS", "BecProBenchmark", "bec_pro_metrics", "bec_pro_requests", "summarise"]
 
@@ -99,7 +99,7 @@ def bec_pro_metrics(table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.nd
 
 def summarise(table: pd.DataFrame) -> dict[str, float]:
     """The published metrics of a per-row table (see `bec_pro_metrics`)."""
-    return {key: float(values[0]) for key, values in bec_pro_metrics(table, np.ones((1, len(table)))).items()}
+    return unit_weight_metrics(bec_pro_metrics, table)
 
 
 @register

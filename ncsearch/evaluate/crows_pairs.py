@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ncsearch.errors import ConfigError
-from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, register
+from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, register, unit_weight_metrics
 from ncsearch.evaluate._scoring import MaskedRequest, score_masked
 from ncsearch.evaluate._select import take_stratified
 
@@ -201,7 +201,7 @@ def crows_metrics(table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndar
 
 def aggregate_crows(table: pd.DataFrame) -> dict[str, float]:
     """The published metrics of a per-pair table (see `crows_metrics`)."""
-    return {key: float(values[0]) for key, values in crows_metrics(table, np.ones((1, len(table)))).items()}
+    return unit_weight_metrics(crows_metrics, table)
 
 
 def score_pairs(

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ncsearch.errors import DataError
-from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, register
+from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, register, unit_weight_metrics
 from ncsearch.evaluate._scoring import MaskedRequest, score_masked
 from ncsearch.evaluate._select import take_stratified
 
@@ -137,7 +137,7 @@ def stereoset_metrics(table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.
 
 def aggregate_stereoset(table: pd.DataFrame) -> dict[str, float]:
     """The published metrics of a per-example table (see `stereoset_metrics`)."""
-    return {key: float(values[0]) for key, values in stereoset_metrics(table, np.ones((1, len(table)))).items()}
+    return unit_weight_metrics(stereoset_metrics, table)
 
 
 def score_items(model: Any, tokenizer: Any, items: Sequence[Any], *, batch_size: int) -> pd.DataFrame:

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ncsearch.errors import ConfigError, DataError
-from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, point_metrics, register
+from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, point_metrics, register, unit_weight_metrics
 
 __all__ = ["COUNTERPARTS", "WinoBiasBenchmark", "counterpart_pronouns", "masked_pronoun_request", "summarise",
            "winobias_metrics"]
@@ -147,7 +147,7 @@ def winobias_metrics(table: pd.DataFrame, weights: np.ndarray, prefix: str = "wi
 
 def summarise(table: pd.DataFrame, prefix: str = "winobias") -> dict[str, float]:
     """The published metrics of per-sentence rows (see `winobias_metrics`)."""
-    return {key: float(values[0]) for key, values in winobias_metrics(table, np.ones((1, len(table))), prefix).items()}
+    return unit_weight_metrics(winobias_metrics, table, prefix)
 
 
 @register
