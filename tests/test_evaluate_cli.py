@@ -38,8 +38,26 @@ def test_eval_gender_suite_on_minilm_writes_finite_metrics_and_tables(tmp_path, 
     crows = pd.read_csv(tmp_path / "eval.crows_pairs.pairs.csv")
     assert len(crows) == 9 and set(crows["bias_type"]) == {"gender"}
     assert payload["domains"] == ["gender"]
+    assert payload["fast_path"] is True  # on unless --no-fast-path
     assert not any(key.startswith(("stereoset/race/", "crows_pairs/race-color/")) for key in metrics)
     assert "crows_pairs/gender/score" in capsys.readouterr().out
+
+
+def test_eval_no_fast_path_scores_alike_with_the_plain_forward(tmp_path, data_root):
+    """`--no-fast-path` is recorded in the JSON and, on the real MiniLM, changes nothing beyond float rounding."""
+    common = ["eval", "minilm-l6", "--benchmarks", "stereoset", "crows_pairs", "--domains", "gender",
+              "--limit", "stereoset=8", "--limit", "crows_pairs=9", "--data-dir", str(data_root), "--no-progress",
+              "--resamples", "0"]
+    payloads = {}
+    for fast_path, flags in ((True, []), (False, ["--no-fast-path"])):
+        out = tmp_path / f"eval-{fast_path}.json"
+        assert main([*common, *flags, "--json", str(out)]) == 0
+        payloads[fast_path] = json.loads(out.read_text())
+        assert payloads[fast_path]["fast_path"] is fast_path
+    fast, plain = payloads[True]["metrics"], payloads[False]["metrics"]
+    assert set(plain) == set(fast)
+    for key, value in fast.items():
+        assert plain[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,9 @@
 - `limit` is respected: a larger limit makes the benchmark run the encoder on more sequences
   (counted with a module forward hook, whatever the benchmark does with the model);
 - results are deterministic: two fresh instances with the same seed give identical metrics;
-- details are pandas DataFrames.
+- details are pandas DataFrames;
+- the fast path equals the plain Hugging Face forward: metrics with `fast_path` off (no row encoder,
+  no oneDNN-packed weights) equal the default ones up to float rounding.
 """
 
 from __future__ import annotations
@@ -20,13 +22,17 @@ from ncsearch.evaluate import BenchmarkResult, available, get_benchmark
 # Per benchmark (small, large) limits; a pseudo-perplexity passage alone is ~60 sequences.
 LIMITS = {"perplexity": (2, 3)}
 DEFAULT_LIMITS = (4, 24)
+# Benchmarks that do not yet pass `fast_path` on to `score_masked`: perplexity.py is being edited in
+# concurrent work and takes the one-argument change (`fast_path=self.fast_path`) with it. Strict, so
+# that the marker must go once it does.
+NOT_YET_FENCED = {"perplexity": "perplexity.py does not pass fast_path to score_masked yet"}
 
 
 def test_every_contract_benchmark_is_registered():
     assert set(available()) >= {"stereoset", "crows_pairs", "seat", "bec_pro", "winobias", "perplexity", "glue"}
 
 
-def _run(name, data_root, model, tokenizer, limit):
+def _run(name, data_root, model, tokenizer, limit, *, fast_path=True):
     """The result, and how many sequences went through a BERT encoder while scoring (a global hook,
     so that copies a benchmark fine-tunes, as GLUE does, are counted too). The embeddings module is
     counted because every path runs it once per sequence: the full forward and the row encoder
@@ -39,7 +45,8 @@ def _run(name, data_root, model, tokenizer, limit):
 
     hook = torch.nn.modules.module.register_module_forward_hook(count)
     try:
-        result = get_benchmark(name)(data_root, limit=limit, batch_size=8, seed=0).score(model, tokenizer)
+        benchmark = get_benchmark(name)(data_root, limit=limit, batch_size=8, seed=0, fast_path=fast_path)
+        result = benchmark.score(model, tokenizer)
     finally:
         hook.remove()
     return result, seen[0]
@@ -62,6 +69,40 @@ def test_benchmark_contract(name, tiny_mlm, data_root):
 
     _, large_count = _run(name, data_root, model, tokenizer, large)
     assert 0 < small_count < large_count, (small_count, large_count)
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=NOT_YET_FENCED[name])) if name in NOT_YET_FENCED
+    else name
+    for name in available()
+])
+def test_fast_path_equals_the_plain_hugging_face_forward(name, tiny_mlm, data_root, monkeypatch):
+    """Off, the fast path is fenced off entirely (no row encoder built, no weight packed for oneDNN),
+    and the metrics equal the fast path's up to float rounding."""
+    from ncsearch.evaluate._fused_linear import FusedLinear
+    from ncsearch.evaluate._row_encoder import RowEncoder
+
+    model, tokenizer = tiny_mlm
+    small, _ = LIMITS.get(name, DEFAULT_LIMITS)
+    fast, _ = _run(name, data_root, model, tokenizer, small)
+
+    packed: list[bool] = []
+    real_of = FusedLinear.of.__func__
+
+    def recording_of(cls, weight, bias, *, pack=True):
+        packed.append(pack)
+        return real_of(cls, weight, bias, pack=pack)
+
+    def no_row_encoder(cls, model):
+        raise AssertionError(f"{name} built a row encoder with fast_path off")
+
+    monkeypatch.setattr(FusedLinear, "of", classmethod(recording_of))
+    monkeypatch.setattr(RowEncoder, "for_model", classmethod(no_row_encoder))
+    plain, _ = _run(name, data_root, model, tokenizer, small, fast_path=False)
+    assert not any(packed), f"{name} packed weights for oneDNN with fast_path off"
+    assert set(plain.metrics) == set(fast.metrics)
+    for key, value in fast.metrics.items():
+        assert plain.metrics[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
 
 
 @pytest.mark.parametrize("name", available())

@@ -17,7 +17,8 @@ def _full_forward(model, request: MaskedRequest) -> np.ndarray:
     return np.array([logprobs[p, t].item() for p, t in zip(request.positions, request.targets)])
 
 
-def test_score_masked_equals_full_forward_with_padding_and_buckets(tiny_mlm):
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "plain"])
+def test_score_masked_equals_full_forward_with_padding_and_buckets(tiny_mlm, fast_path):
     model, tokenizer = tiny_mlm
     mask = tokenizer.mask_token_id
     texts = ["a short one", "a much longer sentence that needs padding in its batch", "mid length text here", "x"]
@@ -28,7 +29,7 @@ def test_score_masked_equals_full_forward_with_padding_and_buckets(tiny_mlm):
         masked = [mask if i in positions else t for i, t in enumerate(ids)]
         requests.append(MaskedRequest(masked, positions, [ids[p] for p in positions]))
     requests.append(MaskedRequest(requests[0].input_ids, [], []))  # no position: empty result
-    got = score_masked(model, requests, batch_size=2, pad_id=tokenizer.pad_token_id)
+    got = score_masked(model, requests, batch_size=2, pad_id=tokenizer.pad_token_id, fast_path=fast_path)
     assert [len(g) for g in got] == [len(r.positions) for r in requests]
     for request, values in zip(requests, got):
         np.testing.assert_allclose(values, _full_forward(model, request), atol=1e-5)

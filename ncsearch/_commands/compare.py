@@ -131,7 +131,10 @@ def _resolve(target: str, args: argparse.Namespace, downloads: list) -> _Side:
     raise UserInputError(f"{target!r} is not a trial id, an MLflow run id, an evaluation folder or a model checkpoint")
 
 
-def _score(side: _Side, settings: dict[str, Any], data_root: Path, resamples: int) -> None:
+def _score(side: _Side, settings: dict[str, Any], data_root: Path, fast_path: bool) -> None:
+    """Score `side`'s checkpoint with `settings` (a stored run's, or the flags'). `fast_path` always
+    comes from the flags: it changes how scores are computed, not what they are, so `--no-fast-path`
+    applies even when the other side's stored settings are used."""
     from ncsearch.evaluate import run_suite
     from ncsearch.models import load_mlm, tokenizer_fingerprint
 
@@ -139,7 +142,8 @@ def _score(side: _Side, settings: dict[str, Any], data_root: Path, resamples: in
     side.tokenizer = tokenizer_fingerprint(tokenizer)
     result = run_suite(model, tokenizer, settings["benchmarks"], data_root=data_root, limits=settings.get("limits") or {},
                        options=settings.get("options") or {}, batch_size=settings.get("batch_size", 64),
-                       seed=settings.get("seed", 0), domains=settings.get("domains"), progress=False, resamples=0)
+                       seed=settings.get("seed", 0), domains=settings.get("domains"), fast_path=fast_path,
+                       progress=False, resamples=0)
     details: dict[str, dict[str, Any]] = {}
     for key, table in result.details.items():
         benchmark, _, name = key.partition("/")
@@ -187,7 +191,7 @@ def main(args: argparse.Namespace) -> int:
     stored = next((s.settings for s in sides if s.details is not None and s.settings), None)
     for side in sides:
         if side.checkpoint:
-            _score(side, stored if stored and not args.benchmarks else flags, data_root, args.resamples)
+            _score(side, stored if stored and not args.benchmarks else flags, data_root, flags["fast_path"])
     shared = sorted(set(sides[0].details) & set(sides[1].details))
     if not shared:
         raise UserInputError(f"{args.a} and {args.b} share no benchmark")

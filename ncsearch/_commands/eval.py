@@ -43,13 +43,16 @@ def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for benchmarks that sample (default: 0)")
     parser.add_argument("--option", dest="options", action="append", default=[], metavar="NAME.KEY=VALUE",
                         help="a benchmark option (value read as YAML), e.g. --option crows_pairs.scorers=[bias_bench,nangia]")
+    parser.add_argument("--no-fast-path", dest="fast_path", action="store_false",
+                        help="score with the plain Hugging Face forward only, not the row encoder and oneDNN fused "
+                             "linears (same results up to float rounding, slower on CPU)")
     parser.add_argument("--resamples", type=int, default=RESAMPLES,
                         help=f"bootstrap resamples behind each interval (default {RESAMPLES}; 0: no intervals)")
 
 
 def suite_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The checked settings of `add_suite_arguments`: benchmarks, limits, options, domains (list or
-    None), batch_size and seed, as `run_suite` takes them; every bad value is a ConfigError."""
+    None), batch_size, seed and fast_path, as `run_suite` takes them; every bad value is a ConfigError."""
     limits = parse_limits(args.limits)
     options = parse_options(args.options)
     if args.batch_size < 1:
@@ -74,7 +77,7 @@ def suite_settings(args: argparse.Namespace) -> dict[str, Any]:
     else:
         domains = None if args.benchmarks else list(SUITE_DOMAINS[args.suite] or []) or None
     return {"benchmarks": names, "limits": limits, "options": options, "domains": domains,
-            "batch_size": args.batch_size, "seed": args.seed}
+            "batch_size": args.batch_size, "seed": args.seed, "fast_path": args.fast_path}
 
 
 def parse_options(items: list[str]) -> dict[str, dict[str, Any]]:

@@ -67,8 +67,10 @@ class Benchmark(abc.ABC):
     `limit` caps the number of examples (first N in file order, or a seeded sample where the file is
     ordered by category); `batch_size` is the number of sequences per forward pass. `domains`, where
     given, keeps only examples of those bias types (StereoSet domains, CrowS-Pairs bias types) before
-    the limit applies; benchmarks without categories ignore it. Benchmark-specific options are
-    keyword arguments of the subclass's constructor (`eval.options` in a search space).
+    the limit applies; benchmarks without categories ignore it. `fast_path` is passed to
+    `score_masked` by the benchmarks that score masked tokens (exact up to float rounding; off, they
+    use only the plain Hugging Face forward). Benchmark-specific options are keyword arguments of the
+    subclass's constructor (`eval.options` in a search space).
     """
 
     name: ClassVar[str]
@@ -86,12 +88,14 @@ class Benchmark(abc.ABC):
         batch_size: int = 64,
         seed: int = 0,
         domains: tuple[str, ...] | None = None,
+        fast_path: bool = True,
     ):
         self.data_root = Path(data_root)
         self.limit = limit
         self.batch_size = batch_size
         self.seed = seed
         self.domains = tuple(domains) if domains else None
+        self.fast_path = fast_path
 
     def in_domains(self, items: list[Any], key: str = "bias_type") -> list[Any]:
         """The items whose `key` is one of `self.domains` (all items when no domains are set)."""

@@ -10,7 +10,9 @@ scoring time by about 6% on the 2-core VM (bench/eval_speed.py) with identical r
 rounding (tests/test_evaluate_fused_linear.py).
 
 Anything else (CUDA, float64, bfloat16, a build without oneDNN, a PyTorch without this operator) gets
-`F.linear` and the plain operations, so callers never need to know which path ran.
+`F.linear` and the plain operations, so callers never need to know which path ran. Packing is part of
+the evaluation fast path: `score_masked` packs only with `fast_path` on (`ncsearch eval --no-fast-path`
+turns it off).
 """
 
 from __future__ import annotations

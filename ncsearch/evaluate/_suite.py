@@ -49,6 +49,7 @@ def build_benchmarks(
     batch_size: int = 64,
     seed: int = 0,
     domains: Sequence[str] | None = None,
+    fast_path: bool = True,
 ) -> list[Benchmark]:
     """The benchmark objects of a suite, constructed (cheap: nothing is loaded) so that unknown names,
     limits or options fail before any scoring, or before Ray starts."""
@@ -62,7 +63,8 @@ def build_benchmarks(
     for name, cls in zip(names, classes):
         try:
             out.append(cls(Path(data_root), limit=limits.get(name), batch_size=batch_size, seed=seed,
-                           domains=tuple(domains) if domains else None, **dict(options.get(name, {}))))
+                           domains=tuple(domains) if domains else None, fast_path=fast_path,
+                           **dict(options.get(name, {}))))
         except TypeError as err:  # an option the benchmark's constructor does not take
             raise ConfigError(f"eval.options.{name}: {err}".replace("__init__() ", "")) from None
     return out
@@ -79,6 +81,7 @@ def run_suite(
     batch_size: int = 64,
     seed: int = 0,
     domains: Sequence[str] | None = None,
+    fast_path: bool = True,
     progress: bool = True,
     resamples: int = RESAMPLES,
     interval_seed: int = SEED,
@@ -88,7 +91,8 @@ def run_suite(
 
     `limits` maps benchmark names to example caps (absent: no cap); `options` to keyword arguments of
     the benchmark (e.g. {"crows_pairs": {"scorers": ["bias_bench", "nangia"]}}); `domains` keeps only
-    those bias types in the benchmarks that have them (the `gender` suite passes ("gender",)).
+    those bias types in the benchmarks that have them (the `gender` suite passes ("gender",));
+    `fast_path` off scores with the plain Hugging Face forward only (`score_masked`).
     Metrics are merged flat; with `resamples` > 0 each metric also gets a percentile bootstrap interval
     over its benchmark's resampling unit (`result.intervals`). Details are keyed "<benchmark>/<table>",
     plus "suite/timings" (seconds per benchmark, scoring and bootstrap apart). Unknown names, limits
@@ -97,7 +101,7 @@ def run_suite(
     from ncsearch.evaluate._resample import intervals as bootstrap_intervals
 
     benchmarks = build_benchmarks(names, data_root=data_root, limits=limits, options=options,
-                                  batch_size=batch_size, seed=seed, domains=domains)
+                                  batch_size=batch_size, seed=seed, domains=domains, fast_path=fast_path)
     metrics: dict[str, float] = {}
     details: dict[str, pd.DataFrame] = {}
     spans: dict[str, tuple[float, float]] = {}

@@ -142,7 +142,8 @@ class BecProBenchmark(Benchmark):
         frame = self._rows()
         tm_requests, tam_requests, pieces = bec_pro_requests(frame, tokenizer)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        logprobs = score_masked(model, tm_requests + tam_requests, batch_size=self.batch_size, pad_id=pad_id)
+        logprobs = score_masked(model, tm_requests + tam_requests, batch_size=self.batch_size, pad_id=pad_id,
+                                fast_path=self.fast_path)
         n = len(frame)
         table = frame[[c for c in ("Sentence", "Sent_TM", "Sent_TAM", "Person", "Gender", "Profession",
                                  "Prof_Gender", "Template")

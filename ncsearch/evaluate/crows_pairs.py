@@ -205,13 +205,15 @@ def aggregate_crows(table: pd.DataFrame) -> dict[str, float]:
 
 
 def score_pairs(
-    model: Any, tokenizer: Any, pairs: Sequence[Any], *, batch_size: int, scorers: Sequence[str] = SCORERS
+    model: Any, tokenizer: Any, pairs: Sequence[Any], *, batch_size: int, scorers: Sequence[str] = SCORERS,
+    fast_path: bool = True,
 ) -> pd.DataFrame:
     """The per-pair table: both sentences' scores under each scorer, oriented as sent_more/sent_less,
     rounded as the references compare them (`*_score`) and unrounded (`*_logprob`)."""
     plans = [plan_pair(pair, tokenizer) for pair in pairs]
     requests, owners = crows_requests(plans, tokenizer.mask_token_id, scorers)
-    logprobs = score_masked(model, requests, batch_size=batch_size, pad_id=tokenizer.pad_token_id or 0)
+    logprobs = score_masked(model, requests, batch_size=batch_size, pad_id=tokenizer.pad_token_id or 0,
+                            fast_path=fast_path)
     scores = sentence_scores(plans, logprobs, owners, scorers)
     raw = sentence_scores(plans, logprobs, owners, scorers, decimals=None)
     rows = []
@@ -269,5 +271,6 @@ class CrowsPairsBenchmark(Benchmark):
         from ncsearch.data import load_crows_pairs
 
         pairs = take_stratified(self.in_domains(load_crows_pairs(self.data_root)), "bias_type", self.limit)
-        table = score_pairs(model, tokenizer, pairs, batch_size=self.batch_size, scorers=self.scorers)
+        table = score_pairs(model, tokenizer, pairs, batch_size=self.batch_size, scorers=self.scorers,
+                            fast_path=self.fast_path)
         return BenchmarkResult(aggregate_crows(table), {"pairs": table})

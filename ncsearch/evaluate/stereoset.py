@@ -140,10 +140,12 @@ def aggregate_stereoset(table: pd.DataFrame) -> dict[str, float]:
     return unit_weight_metrics(stereoset_metrics, table)
 
 
-def score_items(model: Any, tokenizer: Any, items: Sequence[Any], *, batch_size: int) -> pd.DataFrame:
+def score_items(model: Any, tokenizer: Any, items: Sequence[Any], *, batch_size: int,
+                fast_path: bool = True) -> pd.DataFrame:
     """The per-example table: one row per item with the three candidates' sentence scores."""
     requests, owners = stereoset_requests(items, tokenizer)
-    logprobs = score_masked(model, requests, batch_size=batch_size, pad_id=tokenizer.pad_token_id or 0)
+    logprobs = score_masked(model, requests, batch_size=batch_size, pad_id=tokenizer.pad_token_id or 0,
+                            fast_path=fast_path)
     probs: dict[tuple[int, str], list[float]] = {}
     for owner, values in zip(owners, logprobs):
         probs.setdefault(owner, []).append(float(np.exp(values[0])))
@@ -180,5 +182,5 @@ class StereoSetBenchmark(Benchmark):
 
         items = self.in_domains(load_stereoset(self.data_root, kind="intrasentence"))
         items = take_stratified(items, "bias_type", self.limit)
-        table = score_items(model, tokenizer, items, batch_size=self.batch_size)
+        table = score_items(model, tokenizer, items, batch_size=self.batch_size, fast_path=self.fast_path)
         return BenchmarkResult(aggregate_stereoset(table), {"examples": table})

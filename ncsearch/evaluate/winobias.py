@@ -207,7 +207,7 @@ class WinoBiasBenchmark(Benchmark):
             rows.append({"index": s.index, "stereotype": s.stereotype, "type": s.type, "text": s.text,
                          "pronoun": s.pronoun, "opposite": opposite})
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        logprobs = score_masked(model, requests, batch_size=self.batch_size, pad_id=pad_id)
+        logprobs = score_masked(model, requests, batch_size=self.batch_size, pad_id=pad_id, fast_path=self.fast_path)
         table = pd.DataFrame.from_records(rows)
         table["log_p_pronoun"] = [float(lp[0]) for lp in logprobs]
         table["log_p_opposite"] = [float(lp[1]) for lp in logprobs]
