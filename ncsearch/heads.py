@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ncsearch.errors import ModelError
+from ncsearch.model_families import FAMILIES, family_of_head
 
 __all__ = ["MLMHead", "SparseMLM", "SparseMLMOutput", "encode", "mlm_head", "sparse_mlm_loss", "unwrap"]
 
@@ -49,47 +50,16 @@ class MLMHead:
     weight: nn.Parameter
     bias: Tensor | None
 
-    def logits(self, hidden: Tensor) -> Tensor:
-        """Vocabulary logits for encoder states `hidden` (..., d)."""
-        return F.linear(self.transform(hidden), self.weight, self.bias)
-
-
-def _bert_head(model: nn.Module) -> MLMHead:
-    pred = model.cls.predictions
-    return MLMHead(pred.transform, pred.decoder.weight, pred.decoder.bias)
-
-
-def _roberta_head(model: nn.Module) -> MLMHead:
-    head = model.lm_head
-
-    def transform(h: Tensor) -> Tensor:
-        return head.layer_norm(F.gelu(head.dense(h)))
-
-    return MLMHead(transform, head.decoder.weight, head.decoder.bias)
-
-
-def _distilbert_head(model: nn.Module) -> MLMHead:
-    def transform(h: Tensor) -> Tensor:
-        return model.vocab_layer_norm(model.activation(model.vocab_transform(h)))
-
-    return MLMHead(transform, model.vocab_projector.weight, model.vocab_projector.bias)
-
-
-# Keyed by the attribute that identifies the family; checked in order.
-_HEAD_FAMILIES: tuple[tuple[str, Callable[[nn.Module], MLMHead]], ...] = (
-    ("cls", _bert_head),
-    ("lm_head", _roberta_head),
-    ("vocab_projector", _distilbert_head),
-)
-
 
 def mlm_head(model: nn.Module) -> MLMHead:
-    """The MLM head of a BERT, RoBERTa or DistilBERT masked LM (wrappers are looked through)."""
+    """The MLM head of a masked LM of a family in `ncsearch.model_families` (wrappers are looked through)."""
     inner = unwrap(model)
-    for attr, build in _HEAD_FAMILIES:
-        if hasattr(inner, attr):
-            return build(inner)
-    raise ModelError(f"no supported masked-LM head on {type(inner).__name__} (BERT, RoBERTa, DistilBERT families)")
+    family = family_of_head(inner)
+    if family is None:
+        names = ", ".join(f.name for f in FAMILIES)
+        raise ModelError(f"no supported masked-LM head on {type(inner).__name__} (families: {names})")
+    transform, decoder = family.head(inner)
+    return MLMHead(transform, decoder.weight, decoder.bias)
 
 
 def encode(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
@@ -100,12 +70,12 @@ def encode(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None = 
 
 @dataclass
 class SparseMLMOutput:
-    """`index` holds flat positions (into B*T) where labels != -100, in row-major order."""
+    """`index` holds flat positions (into B*T) where labels != -100, in row-major order; `logits` the
+    vocabulary logits at those positions, in the same order."""
 
     loss: Tensor
     hidden: Tensor
     index: Tensor
-    head_features: Tensor
     logits: Tensor
 
 
@@ -125,8 +95,7 @@ class SparseMLM(nn.Module):
         head = mlm_head(self.mlm)
         index = (labels.reshape(-1) != IGNORE_INDEX).nonzero(as_tuple=True)[0]
         at_labels = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
-        head_features = head.transform(at_labels)
-        logits = F.linear(head_features, head.weight, head.bias)
+        logits = F.linear(head.transform(at_labels), head.weight, head.bias)
         targets = labels.reshape(-1).index_select(0, index)
         if index.numel():
             # half-precision logits are upcast for a stable softmax, as Hugging Face does
@@ -134,7 +103,7 @@ class SparseMLM(nn.Module):
             loss = F.cross_entropy(upcast, targets)
         else:  # no labelled position: a zero that still depends on the parameters
             loss = hidden.sum() * 0.0
-        return SparseMLMOutput(loss, hidden, index, head_features, logits)
+        return SparseMLMOutput(loss, hidden, index, logits)
 
 
 def sparse_mlm_loss(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None, labels: Tensor) -> SparseMLMOutput:

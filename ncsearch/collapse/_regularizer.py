@@ -44,7 +44,8 @@ def cosine_rows(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(_EPS)
 
 
-def _distributed(group: Any) -> bool:
+def _distributed() -> bool:
+    """Whether torch.distributed is initialised, i.e. whether `batch_statistics` must all-reduce."""
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized()
@@ -111,7 +112,7 @@ class NC3Regularizer:
         packed = torch.zeros(len(self.index), x.shape[-1] + 1, dtype=self.dtype, device=self.sums.device)
         packed[:, :-1].index_add_(0, rows, x)
         packed[:, -1].index_add_(0, rows, torch.ones_like(rows, dtype=self.dtype))
-        if _distributed(self.process_group):
+        if _distributed():
             import torch.distributed as dist
 
             dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=self.process_group)

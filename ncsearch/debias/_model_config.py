@@ -12,17 +12,13 @@ import copy
 from torch import nn
 
 from ncsearch.errors import ModelError
+from ncsearch.model_families import CONFIG_KEYS
 
-__all__ = ["CONFIG_KEYS", "apply_config_overrides"]
-
-# logical name -> config attribute, per family (the first attribute the config has wins)
-CONFIG_KEYS: dict[str, tuple[str, ...]] = {
-    "hidden_dropout": ("hidden_dropout_prob", "dropout"),
-    "attention_dropout": ("attention_probs_dropout_prob", "attention_dropout"),
-}
+__all__ = ["apply_config_overrides"]
 
 
 def config_attribute(config: object, logical: str) -> str:
+    """The attribute of `config` that holds the logical setting (the first of the families' names it has)."""
     for attr in CONFIG_KEYS[logical]:
         if hasattr(config, attr):
             return attr

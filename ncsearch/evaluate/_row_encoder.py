@@ -16,8 +16,10 @@ blocks), with every linear map a `FusedLinear` (bias, GELU and residual adds ins
 Results equal `encode(model, ...)[rows]` up to float rounding (tests/test_evaluate_row_encoder.py);
 for 6-layer MiniLM the arithmetic per masked sentence falls by about a sixth.
 
-Only post-LN BERT-layout encoders are handled (BERT, RoBERTa, XLM-R, CamemBERT, DistilBERT, which
-include MiniLM); `RowEncoder.for_model` returns None for anything else and callers use the full forward.
+Only post-LN BERT-layout encoders are handled (the `model_types` of `ncsearch.model_families`: BERT,
+RoBERTa, XLM-R, CamemBERT, DistilBERT, which include MiniLM); `RowEncoder.for_model` returns None for
+anything else and callers use the full forward. It is the evaluation fast path's encoder half, used
+only when scoring runs with `fast_path` on (`score_masked`).
 """
 
 from __future__ import annotations
@@ -31,12 +33,9 @@ from torch import Tensor, nn
 
 from ncsearch.evaluate._fused_linear import FusedLinear
 from ncsearch.heads import encode, unwrap
+from ncsearch.model_families import Family, family_of_model_type
 
 __all__ = ["RowEncoder", "encode_rows"]
-
-# model_type values whose base model is exactly "embeddings, then a stack of post-LN layers" with no
-# projection in between (ELECTRA, for one, may project embeddings, so it is not listed).
-_BERT_LAYOUT = frozenset({"bert", "roberta", "xlm-roberta", "camembert"})
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,11 @@ class _Layer:
     act: Callable[[Tensor], Tensor]
     down: nn.Linear
     out_norm: nn.LayerNorm
+
+    @classmethod
+    def of(cls, layer: nn.Module, family: Family) -> _Layer:
+        """`layer`'s parts as `family` lays them out (AttributeError when it does not)."""
+        return cls(**family.layer.parts(layer))
 
 
 def _is_exact_gelu(act: Callable[[Tensor], Tensor]) -> bool:
@@ -95,38 +99,6 @@ class _Kernels:
         return self.layer.out_norm(self.down(inner, residual=attended))
 
 
-def _bert_layer(layer: nn.Module) -> _Layer:
-    attention = layer.attention
-    return _Layer(
-        query=attention.self.query,
-        key=attention.self.key,
-        value=attention.self.value,
-        heads=attention.self.num_attention_heads,
-        attn_out=attention.output.dense,
-        attn_norm=attention.output.LayerNorm,
-        up=layer.intermediate.dense,
-        act=layer.intermediate.intermediate_act_fn,
-        down=layer.output.dense,
-        out_norm=layer.output.LayerNorm,
-    )
-
-
-def _distilbert_layer(layer: nn.Module) -> _Layer:
-    attention = layer.attention
-    return _Layer(
-        query=attention.q_lin,
-        key=attention.k_lin,
-        value=attention.v_lin,
-        heads=attention.n_heads,
-        attn_out=attention.out_lin,
-        attn_norm=layer.sa_layer_norm,
-        up=layer.ffn.lin1,
-        act=layer.ffn.activation,
-        down=layer.ffn.lin2,
-        out_norm=layer.output_layer_norm,
-    )
-
-
 class RowEncoder:
     """Computes last-layer states at requested positions for one (evaluation-mode) model.
 
@@ -145,17 +117,14 @@ class RowEncoder:
         """A row encoder for a supported architecture, else None (use the full forward)."""
         inner = unwrap(model)
         config = getattr(inner, "config", None)
-        model_type = getattr(config, "model_type", None)
         if config is None or getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
+            return None
+        family = family_of_model_type(getattr(config, "model_type", None))
+        if family is None:
             return None
         base = inner.base_model
         try:
-            if model_type in _BERT_LAYOUT:
-                layers = [_bert_layer(layer) for layer in base.encoder.layer]
-            elif model_type == "distilbert":
-                layers = [_distilbert_layer(layer) for layer in base.transformer.layer]
-            else:
-                return None
+            layers = [_Layer.of(layer, family) for layer in family.encoder_layers(base)]
         except AttributeError:  # same model_type, different module layout (another transformers version)
             return None
         if not layers:
