@@ -22,10 +22,6 @@ from ncsearch.evaluate import BenchmarkResult, available, get_benchmark
 # Per benchmark (small, large) limits; a pseudo-perplexity passage alone is ~60 sequences.
 LIMITS = {"perplexity": (2, 3)}
 DEFAULT_LIMITS = (4, 24)
-# Benchmarks that do not yet pass `fast_path` on to `score_masked`: perplexity.py is being edited in
-# concurrent work and takes the one-argument change (`fast_path=self.fast_path`) with it. Strict, so
-# that the marker must go once it does.
-NOT_YET_FENCED = {"perplexity": "perplexity.py does not pass fast_path to score_masked yet"}
 
 
 def test_every_contract_benchmark_is_registered():
@@ -71,11 +67,7 @@ def test_benchmark_contract(name, tiny_mlm, data_root):
     assert 0 < small_count < large_count, (small_count, large_count)
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=NOT_YET_FENCED[name])) if name in NOT_YET_FENCED
-    else name
-    for name in available()
-])
+@pytest.mark.parametrize("name", available())
 def test_fast_path_equals_the_plain_hugging_face_forward(name, tiny_mlm, data_root, monkeypatch):
     """Off, the fast path is fenced off entirely (no row encoder built, no weight packed for oneDNN),
     and the metrics equal the fast path's up to float rounding."""

@@ -4,12 +4,21 @@ Each passage is tokenized (special tokens added, truncated to `max_length` token
 token is masked once, alone, and its log-probability read. PPPL = exp(-(sum of those log-probabilities
 over all passages) / (number of scored tokens)). It measures how much a debiasing run costs the model
 as a language model; the GAP validation split is used by no training path, so the text is held out.
+`limit` is the number of passages (first N in file order).
 
-Cost grows with (tokens per passage)^2, which is why passages are truncated; `limit` is the number of
-passages (first N in file order).
+Cost is one forward pass per scored token, so the exact metric on N passages costs N x (tokens per
+passage) passes. Most of its uncertainty is between passages, not between the tokens of one passage,
+so the same passes buy a much tighter interval spread over more passages: with `positions: k`
+(`eval.options: {perplexity: {positions: k}}`) each passage scores k of its tokens, drawn without
+replacement by a generator seeded with (eval seed, passage index), hence the same tokens for every
+checkpoint, and its log-probability sum is estimated as (tokens / k) x the sum over the k scored
+tokens. That estimate is reported under its own name, `perplexity/pppl_sampled`, never as
+`perplexity/pppl`.
 
 Uncertainty: passages are resampled, and PPPL is recomputed as the ratio of the resampled sums (a
-passage contributes all of its tokens, which are not independent of each other).
+passage contributes all of its tokens, which are not independent of each other). With sampled
+positions, resampling passages with their own estimated sums also carries the within-passage
+sampling variance (the usual ultimate-cluster bootstrap of a two-stage sample).
 """
 
 from __future__ import annotations
@@ -20,29 +29,38 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from ncsearch.errors import ConfigError
 from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, point_metrics, register
 from ncsearch.evaluate._scoring import MaskedRequest, score_masked
 
 __all__ = ["PerplexityBenchmark", "pppl_requests", "pseudo_perplexity"]
 
+EXACT, SAMPLED = "perplexity/pppl", "perplexity/pppl_sampled"
+
 
 def pppl_requests(
-    texts: Sequence[str], tokenizer: Any, *, max_length: int
-) -> tuple[list[MaskedRequest], list[int]]:
-    """One request per scorable token (special tokens excluded), and the passage index per request."""
+    texts: Sequence[str], tokenizer: Any, *, max_length: int, positions: int | None = None, seed: int = 0
+) -> tuple[list[MaskedRequest], list[int], list[int]]:
+    """One request per scored token (special tokens excluded), the passage index per request, and
+    each passage's number of scorable tokens. `positions`: score at most that many tokens per
+    passage, drawn with a generator seeded by (seed, passage index); None scores every token."""
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length, return_special_tokens_mask=True)
     mask_id = tokenizer.mask_token_id
     requests: list[MaskedRequest] = []
     owners: list[int] = []
+    scorable_counts: list[int] = []
     for i, (ids, special) in enumerate(zip(encoded["input_ids"], encoded["special_tokens_mask"])):
-        for position, (token, is_special) in enumerate(zip(ids, special)):
-            if is_special:
-                continue
+        scorable = [position for position, is_special in enumerate(special) if not is_special]
+        scorable_counts.append(len(scorable))
+        if positions is not None and len(scorable) > positions:
+            chosen = np.random.default_rng([seed, i]).choice(len(scorable), size=positions, replace=False)
+            scorable = [scorable[j] for j in sorted(chosen)]
+        for position in scorable:
             masked = list(ids)
             masked[position] = mask_id
-            requests.append(MaskedRequest(masked, [position], [token]))
+            requests.append(MaskedRequest(masked, [position], [ids[position]]))
             owners.append(i)
-    return requests, owners
+    return requests, owners, scorable_counts
 
 
 def pseudo_perplexity(token_logprobs: Sequence[float]) -> float:
@@ -60,15 +78,28 @@ class PerplexityBenchmark(Benchmark):
     name = "perplexity"
     max_length: ClassVar[int] = 64
     resampling = Resampling("passages", "passages", key=("passage",))
-    headline = ("perplexity/pppl",)
+    headline = (EXACT, SAMPLED)
+
+    def __init__(self, data_root: Any, *, positions: int | None = None, **common: Any):
+        super().__init__(data_root, **common)
+        if positions is not None and (isinstance(positions, bool) or not isinstance(positions, int) or positions < 1):
+            raise ConfigError(f"perplexity: positions must be a positive integer (tokens per passage), not {positions!r}")
+        self.positions = positions
 
     @classmethod
     def metrics_from_weights(cls, table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
-        """PPPL = exp(−Σ log-probabilities / Σ scored tokens) over the weighted passages."""
+        """PPPL = exp(−Σ log-probabilities / Σ tokens) over the weighted passages, each passage's sum
+        estimated from its scored tokens (exact when every token was scored; tables stored before
+        sampling existed have no `scored` column and scored every token)."""
         tokens = weights @ table["tokens"].to_numpy(dtype=np.float64)
-        total = weights @ table["sum_logprob"].to_numpy(dtype=np.float64)
+        scored = table["scored" if "scored" in table else "tokens"].to_numpy(dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return {"perplexity/pppl": np.where(tokens > 0, np.exp(-total / tokens), np.nan)}
+            passage_sums = np.where(scored > 0, table["sum_logprob"].to_numpy(dtype=np.float64)
+                                    * table["tokens"].to_numpy(dtype=np.float64) / scored, 0.0)
+            total = weights @ passage_sums
+            value = np.where(tokens > 0, np.exp(-total / tokens), np.nan)
+        sampled = "sampled" in table and bool(table["sampled"].any())
+        return {SAMPLED if sampled else EXACT: value}
 
     def score(self, model: Any, tokenizer: Any) -> BenchmarkResult:
         from ncsearch.data import load_gap_corpus
@@ -76,17 +107,22 @@ class PerplexityBenchmark(Benchmark):
         texts = load_gap_corpus(self.data_root, splits=("validation",))
         if self.limit is not None:
             texts = texts[: self.limit]
-        requests, owners = pppl_requests(texts, tokenizer, max_length=self.max_length)
-        logprobs = score_masked(model, requests, batch_size=self.batch_size, pad_id=tokenizer.pad_token_id or 0)
+        requests, owners, scorable = pppl_requests(texts, tokenizer, max_length=self.max_length,
+                                                   positions=self.positions, seed=self.seed)
+        logprobs = score_masked(model, requests, batch_size=self.batch_size, pad_id=tokenizer.pad_token_id or 0,
+                                fast_path=self.fast_path)
         flat = np.array([float(values[0]) for values in logprobs], dtype=np.float64)
         per_passage = pd.DataFrame({"passage": owners, "logprob": flat}).groupby("passage")["logprob"]
+        passages = range(len(texts))
         table = pd.DataFrame(
             {
                 "passage": np.arange(len(texts)),
                 "text": texts,
-                "tokens": per_passage.count().reindex(range(len(texts)), fill_value=0).to_numpy(),
-                "sum_logprob": per_passage.sum().reindex(range(len(texts)), fill_value=0.0).to_numpy(),
+                "tokens": np.asarray(scorable, dtype=np.int64),
+                "scored": per_passage.count().reindex(passages, fill_value=0).to_numpy(),
+                "sum_logprob": per_passage.sum().reindex(passages, fill_value=0.0).to_numpy(),
+                "sampled": self.positions is not None,
             }
         )
-        table["pppl"] = np.exp(-table["sum_logprob"] / table["tokens"].where(table["tokens"] > 0))
+        table["pppl"] = np.exp(-table["sum_logprob"] / table["scored"].where(table["scored"] > 0))
         return BenchmarkResult(point_metrics(type(self), table), {"passages": table})
