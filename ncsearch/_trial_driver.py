@@ -158,7 +158,7 @@ def trial_driver(config: dict[str, Any], context: TrialContext) -> None:
     names, options = evaluation_suite(spec, read_meta(outcome.checkpoint_dir)["nc3_vocab_ids"])
     # One record of how the checkpoint was scored: run here, and stored so `ncsearch compare` can rescore alike.
     settings = {"limits": dict(spec.eval.limits), "options": options, "batch_size": spec.eval.batch_size,
-                "seed": spec.eval.seed, "domains": list(spec.eval.domain_filter() or []) or None}
+                "seed": spec.eval.seed, "fast_path": spec.eval.fast_path, "domains": list(spec.eval.domain_filter() or []) or None}
     result = run_suite(model, tokenizer, names, data_root=context.data_root, progress=False, **settings)
     eval_s = time.perf_counter() - start
 
