@@ -227,3 +227,24 @@ def test_fit_trial_refuses_a_batch_smaller_than_the_workers(tmp_path, data_root)
     spec = make_spec(**{"train.batch_size": 1, "resources.workers_per_trial": 2})
     with pytest.raises(ConfigError, match=r"train.batch_size 1 is the global batch .* resources.workers_per_trial \(2\)"):
         fit_trial(spec, data_root=data_root, storage_path=tmp_path, name="small", model_path="unused")
+
+
+def test_bf16_precision_trains_close_to_fp32_but_not_bitwise(reference, fit):
+    """train.precision bf16 runs the forward under autocast: the same run to within bf16 rounding,
+    and measurably not the fp32 arithmetic (so the option really took effect)."""
+    spec, _, fp32_history = reference
+    bf16 = spec.model_copy(update={"train": spec.train.model_copy(update={"precision": "bf16"})})
+    outcome, history = fit(bf16, name="bf16")
+    check_run(outcome, history, bf16)
+    fp32_loss = [row["train/mlm_loss"] for row in fp32_history]
+    bf16_loss = [row["train/mlm_loss"] for row in history]
+    assert bf16_loss == pytest.approx(fp32_loss, rel=0.05)
+    assert bf16_loss != fp32_loss
+
+
+def test_precision_is_fp32_or_bf16():
+    from ncsearch.errors import ConfigError
+
+    assert make_spec().train.precision == "fp32"
+    with pytest.raises(ConfigError, match="precision"):
+        make_spec(**{"train.precision": "fp8"})
