@@ -44,7 +44,11 @@ TRIAL_DRIVER_MEMORY = 512 * 1024**2
 
 # Environment the trial processes need; forwarded through Ray's runtime_env when set here.
 _FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM", "NCSEARCH_CACHE_DIR",
-                  "NCSEARCH_ADAPT_STEPS", "NCSEARCH_DATA_DIR", "RAY_TRAIN_V2_ENABLED")
+                  "NCSEARCH_ADAPT_STEPS", "NCSEARCH_DATA_DIR", "RAY_TRAIN_V2_ENABLED",
+                  "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
+#: Ray Train V2's controller polls its workers this often (Ray's default: 2 s); a finished trial's
+#: worker group is torn down only at the next poll, so a short interval saves ~1 s per trial.
+_TRAIN_POLL_S = "0.25"
 
 
 def select_train_v2() -> None:
@@ -116,6 +120,7 @@ def _init_ray(address: str | None, *, verbose: bool) -> None:
 
     if ray.is_initialized():
         return
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", _TRAIN_POLL_S)
     env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
     ray.init(address=address, include_dashboard=False, logging_level=logging.INFO if verbose else logging.WARNING,
              log_to_driver=verbose, runtime_env={"env_vars": env} if env else None)
