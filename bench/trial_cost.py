@@ -1,0 +1,251 @@
+"""Where a trial's time goes, at this commit and at a baseline commit, measured in the same run.
+
+Each side runs a real `ncsearch run` (Ray Tune + Optuna + Ray Train + MLflow, in a subprocess with
+that commit's source tree first on PYTHONPATH) of the alpha.yaml trial: its model, training settings
+and evaluation suite, with alpha on a grid of `--trials` values, no replicates or controls (so that
+commits before them accept the space), `--concurrent` trials at a time, one thread each. Both sides
+get the same adapted model path and data root.
+
+Every process of the run carries the phase tracer in bench/_trace_site (see its docstring for what is
+timed and how), so old and new code are timed by the same instrumentation. The table gives seconds
+per trial for each phase, and the ratio baseline / this commit (above 1: this commit is faster):
+
+- search: Ray start, the search's wall time, trials per hour;
+- fixed costs: worker-group start (TorchTrainer.fit until the worker's loop runs), worker setup
+  (model load, corpus, vocabulary, DDP wrap), checkpoint write and report, checkpoint read for
+  evaluation, worker-group teardown;
+- training: data, forward, NC3, backward, optimizer, other (Python between them, report windows);
+  tokens per second per core over the steps (non-padding tokens, counted from the same batches);
+- evaluation: each benchmark's scoring and the rest of the suite;
+- tracking: the MLflow client calls of the whole search, per trial.
+
+    .venv/bin/python bench/trial_cost.py                       # d2dc018 vs HEAD, 4 trials, 2 at a time
+    .venv/bin/python bench/trial_cost.py --trials 2 --concurrent 1 --steps 20   # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TRACE_SITE = Path(__file__).resolve().parent / "_trace_site"
+ALPHAS = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
+TRAIN_PHASES = ("train.data", "train.forward", "train.nc3", "train.backward", "train.optimizer")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", default="d2dc018", help="commit to compare against (default d2dc018)")
+    parser.add_argument("--space", default=str(REPO / "search_spaces" / "alpha.yaml"))
+    parser.add_argument("--trials", type=int, default=4, help=f"alpha grid size (at most {len(ALPHAS)})")
+    parser.add_argument("--concurrent", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=None, help="override train.steps (default: the space's)")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--only", choices=("baseline", "head"), default=None, help="run one side only")
+    parser.add_argument("--keep", default=None, help="keep the runs and traces in this folder")
+    parser.add_argument("--json", default=None, help="also write the table to this JSON file")
+    return parser.parse_args(argv)
+
+
+def trial_space(args: argparse.Namespace, model_path: str) -> dict:
+    """The alpha.yaml trial as a space every compared commit accepts."""
+    raw = yaml.safe_load(Path(args.space).read_text(encoding="utf-8"))
+    raw["name"] = "trial-cost"
+    raw["model"] = model_path
+    raw["nc3"]["alpha"] = {"grid": list(ALPHAS[: args.trials])}
+    if args.steps is not None:
+        raw["train"]["steps"] = args.steps
+        raw["train"]["checkpoint_every"] = args.steps
+    raw["search"] = {"algorithm": "grid", "num_samples": args.trials, "max_concurrent": args.concurrent, "seed": 0}
+    return raw
+
+
+def baseline_tree(commit: str, folder: Path) -> Path:
+    """The baseline commit's files (git archive), without touching this checkout."""
+    tree = folder / f"tree-{commit}"
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", commit],
+                             check=True, capture_output=True).stdout
+    tree.mkdir(parents=True)
+    with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
+        tar.extractall(tree, filter="data")
+    return tree
+
+
+def run_search(tree: Path, space: dict, folder: Path, data_root: Path) -> float:
+    """One traced `ncsearch run` of `space` with `tree`'s code; its wall time in seconds."""
+    folder.mkdir(parents=True)
+    space_file = folder / "space.yaml"
+    space_file.write_text(yaml.safe_dump(space), encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree), str(TRACE_SITE)]),
+               NCSEARCH_PHASE_TRACE=str(folder / "trace"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    command = [sys.executable, "-m", "ncsearch.cli", "run", str(space_file), "--storage", str(folder / "runs"),
+               "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}", "--data-dir", str(data_root)]
+    started = time.perf_counter()
+    with open(folder / "run.log", "w", encoding="utf-8") as log:
+        proc = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        tail = (folder / "run.log").read_text(encoding="utf-8").splitlines()[-15:]
+        raise SystemExit(f"ncsearch run with {tree} failed ({proc.returncode}):\n" + "\n".join(tail))
+    return wall
+
+
+def read_trace(folder: Path) -> list[dict]:
+    return [json.loads(line) for path in sorted((folder / "trace").glob("*.jsonl"))
+            for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def phase_table(events: list[dict], trials: int, wall: float, tokens_per_trial: float) -> dict[str, float]:
+    """Seconds per trial for each phase (see the module docstring), from one run's trace."""
+    total: dict[str, float] = defaultdict(float)
+    for event in events:
+        if not event["span"]:
+            total[event["label"]] += event["dur"]
+    spans = defaultdict(list)
+    for event in events:
+        if event["span"]:
+            spans[event["label"]].append(event)
+    by_pid = defaultdict(list)
+    for event in events:
+        by_pid[event["pid"]].append(event)
+
+    start_up = tear_down = setup = steps_window = 0.0
+    for fit in spans["train.fit"]:
+        fit_end = fit["start"] + fit["dur"]
+        loops = [e for e in spans["loop"] if fit["start"] <= e["start"] <= fit_end]
+        if not loops:
+            continue
+        loop = min(loops, key=lambda e: e["start"])
+        start_up += loop["start"] - fit["start"]
+        tear_down += fit_end - (loop["start"] + loop["dur"])
+        worker = [e for e in by_pid[loop["pid"]] if loop["start"] <= e["start"] <= loop["start"] + loop["dur"]]
+        first_batch = min((e["start"] for e in worker if e["label"] == "train.data"), default=loop["start"])
+        setup += first_batch - loop["start"]
+        steps_window += loop["start"] + loop["dur"] - first_batch
+
+    per = 1.0 / trials
+    row: dict[str, float] = {"search.wall_s": wall, "search.trials_per_hour": trials / wall * 3600.0,
+                             "search.ray_init": total_span(spans["ray.init"])}
+    row["fixed.worker_group_start"] = start_up * per
+    row["fixed.worker_setup"] = setup * per
+    row["fixed.checkpoint_write"] = total["checkpoint.write"] * per
+    row["fixed.checkpoint_report"] = total["train.report"] * per
+    row["fixed.checkpoint_read"] = total["checkpoint.read"] * per
+    row["fixed.worker_group_teardown"] = tear_down * per
+    step_phases = sum(total[p] for p in TRAIN_PHASES)
+    for phase in TRAIN_PHASES:
+        row[phase] = total[phase] * per
+    in_steps = steps_window - total["checkpoint.write"] - total["train.report"]
+    row["train.other"] = max(0.0, in_steps - step_phases) * per
+    row["train.steps_s"] = in_steps * per
+    row["train.tokens_per_s_per_core"] = tokens_per_trial / (in_steps * per) if in_steps > 0 else float("nan")
+    benchmarks = sorted(k for k in total if k.startswith("eval."))
+    for name in benchmarks:
+        row[name] = total[name] * per
+    suite = total_span(spans["eval.suite"])
+    row["eval.other"] = max(0.0, suite - sum(total[k] for k in benchmarks)) * per
+    row["eval.total"] = suite * per + row["fixed.checkpoint_read"]
+    row["tracking"] = total["tracking"] * per
+    fits = total_span(spans["train.fit"]) * per
+    row["trial.train_s"] = fits
+    row["trial.total_s"] = fits + row["eval.total"]
+    fixed = sum(v for k, v in row.items() if k.startswith("fixed."))
+    row["fixed.total"] = fixed
+    row["fixed.share"] = fixed / row["trial.total_s"] if row["trial.total_s"] else float("nan")
+    return row
+
+
+def total_span(events: list[dict]) -> float:
+    return sum(e["dur"] for e in events)
+
+
+def tokens_per_trial(space: dict, data_root: Path, model_path: str) -> float:
+    """Non-padding tokens the trial trains on (the batches are a pure function of the step)."""
+    sys.path.insert(0, str(REPO))
+    from ncsearch.config import parse_spec
+    from ncsearch.debias import get_baseline
+    from ncsearch.models import load_mlm
+    from ncsearch.training._data import MLMBatches, chunk_corpus
+
+    spec = parse_spec({**space, "nc3": {**space["nc3"], "alpha": 1.0}, "search": {}}, source="<bench>")
+    _, tokenizer = load_mlm(model_path)
+    baseline = get_baseline(spec.baseline)(data_root=data_root, options=spec.baseline_options)
+    texts = baseline.corpus(limit=spec.train.max_train_sentences)
+    batches = MLMBatches(chunk_corpus(texts, tokenizer, spec.train.max_length), tokenizer,
+                         batch_size=spec.train.batch_size, mlm_probability=spec.train.mlm_probability,
+                         seed=spec.train.seed)
+    return float(sum(int(batches.batch(step)["attention_mask"].sum()) for step in range(spec.train.steps)))
+
+
+def show(rows: dict[str, dict[str, float]], baseline: str) -> None:
+    names = list(rows)
+    keys = list(dict.fromkeys(k for row in rows.values() for k in row))
+    print(f"\n{'phase (s per trial)':34s}" + "".join(f"{n:>14s}" for n in names)
+          + (f"{'ratio':>10s}" if len(names) == 2 else ""))
+    for key in keys:
+        values = [rows[n].get(key) for n in names]
+        cells = "".join(f"{v:14.3f}" if v is not None else f"{'-':>14s}" for v in values)
+        ratio = ""
+        if len(names) == 2 and all(v not in (None, 0.0) for v in values):
+            higher_better = key.endswith(("per_hour", "per_s_per_core"))
+            r = values[1] / values[0] if higher_better else values[0] / values[1]
+            ratio = f"{r:9.2f}x"
+        print(f"{key:34s}{cells}{ratio}")
+    print(f"\nratio: {baseline} / HEAD for times, HEAD / {baseline} for rates (above 1: HEAD is better)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if not 1 <= args.trials <= len(ALPHAS):
+        raise SystemExit(f"--trials must be 1..{len(ALPHAS)}")
+    sys.path.insert(0, str(REPO))
+    from ncsearch.data import resolve_data_root
+    from ncsearch.models import ensure_model
+
+    data_root = resolve_data_root(args.data_dir)
+    model_path = ensure_model("minilm-l6", data_root=data_root)
+    space = trial_space(args, model_path)
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ncsearch-trial-cost-"))
+    work.mkdir(parents=True, exist_ok=True)
+    tokens = tokens_per_trial(space, data_root, model_path)
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    sides = {f"{args.baseline}": None, f"HEAD {head}{'+' if dirty else ''}": REPO}
+    if args.only == "baseline":
+        sides.pop(next(k for k in sides if k.startswith("HEAD")))
+    elif args.only == "head":
+        sides.pop(args.baseline)
+    rows = {}
+    for name, tree in sides.items():
+        tree = tree or baseline_tree(args.baseline, work)
+        folder = work / name.split()[0].lower()
+        print(f"[trial_cost] {name}: {args.trials} trials, {args.concurrent} at a time ...", flush=True)
+        wall = run_search(tree, space, folder, data_root)
+        rows[name] = phase_table(read_trace(folder), args.trials, wall, tokens)
+        print(f"[trial_cost] {name}: {wall:.0f} s", flush=True)
+    print(f"machine: {os.cpu_count()} CPUs; trial: {space['train']['steps']} steps of "
+          f"{space['train']['batch_size']}x{space['train']['max_length']}, suite {space['eval']['benchmarks']} "
+          f"limits {space['eval'].get('limits')}; {tokens / space['train']['steps']:.0f} non-pad tokens per step")
+    show(rows, args.baseline)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    if not args.keep:
+        print(f"(runs and traces in {work})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
