@@ -1,10 +1,10 @@
 """Where a trial's time goes, at this commit and at a baseline commit, measured in the same run.
 
 Each side runs a real `ncsearch run` (Ray Tune + Optuna + Ray Train + MLflow, in a subprocess with
-that commit's source tree first on PYTHONPATH) of the alpha.yaml trial: its model, training settings
-and evaluation suite, with alpha on a grid of `--trials` values, no replicates or controls (so that
-commits before them accept the space), `--concurrent` trials at a time, one thread each. Both sides
-get the same adapted model path and data root.
+that commit's source tree first on PYTHONPATH) of that commit's own alpha.yaml trial: its model,
+training settings and evaluation suite as that commit ships them, with alpha on a grid of `--trials`
+values, no replicates or controls (so that commits before them accept the space), `--concurrent`
+trials at a time, one thread each. Both sides get the same adapted model path and data root.
 
 Every process of the run carries the phase tracer in bench/_trace_site (see its docstring for what is
 timed and how), so old and new code are timed by the same instrumentation. The table gives seconds
@@ -17,7 +17,11 @@ per trial for each phase, and the ratio baseline / this commit (above 1: this co
 - training: data, forward, NC3, backward, optimizer, other (Python between them, report windows);
   tokens per second per core over the steps (non-padding tokens, counted from the same batches);
 - evaluation: each benchmark's scoring and the rest of the suite;
-- tracking: the MLflow client calls of the whole search, per trial.
+- tracking: the MLflow client calls of the whole search, per trial;
+- evaluation precision per second, per headline metric: 1 / ((interval half-width / value)^2 x the
+  benchmark's seconds per trial). Half-widths come from scoring one checkpoint (this commit's first
+  trial) with this commit's code under each side's evaluation settings (the baseline commit may
+  predate intervals); seconds come from each side's own trace.
 
     .venv/bin/python bench/trial_cost.py                       # d2dc018 vs HEAD, 4 trials, 2 at a time
     .venv/bin/python bench/trial_cost.py --trials 2 --concurrent 1 --steps 20   # quick look
@@ -47,7 +51,7 @@ TRAIN_PHASES = ("train.data", "train.forward", "train.nc3", "train.backward", "t
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", default="d2dc018", help="commit to compare against (default d2dc018)")
-    parser.add_argument("--space", default=str(REPO / "search_spaces" / "alpha.yaml"))
+    parser.add_argument("--space", default="search_spaces/alpha.yaml", help="relative to each side's tree")
     parser.add_argument("--trials", type=int, default=4, help=f"alpha grid size (at most {len(ALPHAS)})")
     parser.add_argument("--concurrent", type=int, default=2)
     parser.add_argument("--steps", type=int, default=None, help="override train.steps (default: the space's)")
@@ -58,9 +62,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def trial_space(args: argparse.Namespace, model_path: str) -> dict:
-    """The alpha.yaml trial as a space every compared commit accepts."""
-    raw = yaml.safe_load(Path(args.space).read_text(encoding="utf-8"))
+def trial_space(args: argparse.Namespace, tree: Path, model_path: str) -> dict:
+    """`tree`'s own alpha.yaml trial as a space every compared commit accepts."""
+    raw = yaml.safe_load((tree / args.space).read_text(encoding="utf-8"))
     raw["name"] = "trial-cost"
     raw["model"] = model_path
     raw["nc3"]["alpha"] = {"grid": list(ALPHAS[: args.trials])}
@@ -188,20 +192,53 @@ def tokens_per_trial(space: dict, data_root: Path, model_path: str) -> float:
     return float(sum(int(batches.batch(step)["attention_mask"].sum()) for step in range(spec.train.steps)))
 
 
+def precision_rows(spaces: dict[str, dict], rows: dict[str, dict[str, float]], checkpoint: Path,
+                   data_root: Path) -> dict[str, dict[str, float]]:
+    """Relative half-width, seconds and precision per second of each headline metric, per side."""
+    import fnmatch
+
+    import torch
+
+    from ncsearch.evaluate import get_benchmark, run_suite
+    from ncsearch.models import load_mlm
+
+    torch.set_num_threads(1)
+    model, tokenizer = load_mlm(str(checkpoint))
+    out: dict[str, dict[str, float]] = {}
+    for name, space in spaces.items():
+        ev = space["eval"]
+        result = run_suite(model, tokenizer, ev["benchmarks"], data_root=data_root, limits=ev.get("limits") or {},
+                           options=ev.get("options") or {}, domains=ev.get("domains"), progress=False)
+        row: dict[str, float] = {}
+        for bench in ev["benchmarks"]:
+            seconds = rows[name].get(f"eval.{bench}")
+            patterns = get_benchmark(bench).headline
+            for key, value in result.metrics.items():
+                if "/overall/" not in key and key in result.intervals and any(fnmatch.fnmatch(key, p) for p in patterns) and value:
+                    low, high = result.intervals[key]
+                    relative = (high - low) / 2 / abs(value)
+                    shown = key.replace("pppl_sampled", "pppl")  # the same quantity, exact or estimated
+                    row[f"{shown} rel. half-width"] = relative
+                    if seconds and relative > 0:
+                        row[f"{shown} precision/s"] = 1.0 / (relative ** 2 * seconds)
+        out[name] = row
+    return out
+
+
 def show(rows: dict[str, dict[str, float]], baseline: str) -> None:
     names = list(rows)
     keys = list(dict.fromkeys(k for row in rows.values() for k in row))
-    print(f"\n{'phase (s per trial)':34s}" + "".join(f"{n:>14s}" for n in names)
+    print(f"\n{'phase (s per trial) / metric':44s}" + "".join(f"{n:>14s}" for n in names)
           + (f"{'ratio':>10s}" if len(names) == 2 else ""))
     for key in keys:
         values = [rows[n].get(key) for n in names]
         cells = "".join(f"{v:14.3f}" if v is not None else f"{'-':>14s}" for v in values)
         ratio = ""
         if len(names) == 2 and all(v not in (None, 0.0) for v in values):
-            higher_better = key.endswith(("per_hour", "per_s_per_core"))
+            higher_better = key.endswith(("per_hour", "per_s_per_core", "precision/s"))
             r = values[1] / values[0] if higher_better else values[0] / values[1]
             ratio = f"{r:9.2f}x"
-        print(f"{key:34s}{cells}{ratio}")
+        print(f"{key:44s}{cells}{ratio}")
     print(f"\nratio: {baseline} / HEAD for times, HEAD / {baseline} for rates (above 1: HEAD is better)")
 
 
@@ -215,10 +252,8 @@ def main(argv: list[str] | None = None) -> int:
 
     data_root = resolve_data_root(args.data_dir)
     model_path = ensure_model("minilm-l6", data_root=data_root)
-    space = trial_space(args, model_path)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ncsearch-trial-cost-"))
     work.mkdir(parents=True, exist_ok=True)
-    tokens = tokens_per_trial(space, data_root, model_path)
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
@@ -228,18 +263,28 @@ def main(argv: list[str] | None = None) -> int:
         sides.pop(next(k for k in sides if k.startswith("HEAD")))
     elif args.only == "head":
         sides.pop(args.baseline)
-    rows = {}
+    rows, spaces, folders = {}, {}, {}
     for name, tree in sides.items():
         tree = tree or baseline_tree(args.baseline, work)
-        folder = work / name.split()[0].lower()
+        folder = folders[name] = work / name.split()[0].lower()
+        space = spaces[name] = trial_space(args, tree, model_path)
+        tokens = tokens_per_trial(space, data_root, model_path)
         print(f"[trial_cost] {name}: {args.trials} trials, {args.concurrent} at a time ...", flush=True)
         wall = run_search(tree, space, folder, data_root)
         rows[name] = phase_table(read_trace(folder), args.trials, wall, tokens)
-        print(f"[trial_cost] {name}: {wall:.0f} s", flush=True)
-    print(f"machine: {os.cpu_count()} CPUs; trial: {space['train']['steps']} steps of "
-          f"{space['train']['batch_size']}x{space['train']['max_length']}, suite {space['eval']['benchmarks']} "
-          f"limits {space['eval'].get('limits')}; {tokens / space['train']['steps']:.0f} non-pad tokens per step")
+        print(f"[trial_cost] {name}: {wall:.0f} s; trial: {space['train']['steps']} steps of "
+              f"{space['train']['batch_size']}x{space['train']['max_length']} ({tokens / space['train']['steps']:.0f} "
+              f"non-pad tokens a step), precision {space['train'].get('precision', 'fp32')}, suite "
+              f"{space['eval']['benchmarks']} limits {space['eval'].get('limits')} options {space['eval'].get('options')}",
+              flush=True)
+    print(f"machine: {os.cpu_count()} CPUs")
     show(rows, args.baseline)
+    checkpoints = sorted(folders[list(sides)[-1]].glob("runs/**/checkpoint_*/model"))
+    if checkpoints:
+        precision = precision_rows(spaces, rows, checkpoints[0].parent / "model", data_root)
+        print(f"\nevaluation precision, all sides scored on {checkpoints[0].parent}")
+        show(precision, args.baseline)
+        rows = {name: {**rows[name], **precision[name]} for name in rows}
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2), encoding="utf-8")
     if not args.keep:
