@@ -56,7 +56,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrent", type=int, default=2)
     parser.add_argument("--steps", type=int, default=None, help="override train.steps (default: the space's)")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--only", choices=("baseline", "head"), default=None, help="run one side only")
+    parser.add_argument("--candidate", default="HEAD", help="commit to measure (default HEAD; committed code only)")
+    parser.add_argument("--only", choices=("baseline", "candidate"), default=None, help="run one side only")
     parser.add_argument("--keep", default=None, help="keep the runs and traces in this folder")
     parser.add_argument("--json", default=None, help="also write the table to this JSON file")
     return parser.parse_args(argv)
@@ -75,9 +76,11 @@ def trial_space(args: argparse.Namespace, tree: Path, model_path: str) -> dict:
     return raw
 
 
-def baseline_tree(commit: str, folder: Path) -> Path:
-    """The baseline commit's files (git archive), without touching this checkout."""
+def commit_tree(commit: str, folder: Path) -> Path:
+    """A commit's files (git archive), without touching this checkout; extracted once."""
     tree = folder / f"tree-{commit}"
+    if tree.is_dir():
+        return tree
     archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", commit],
                              check=True, capture_output=True).stdout
     tree.mkdir(parents=True)
@@ -176,7 +179,6 @@ def total_span(events: list[dict]) -> float:
 
 def tokens_per_trial(space: dict, data_root: Path, model_path: str) -> float:
     """Non-padding tokens the trial trains on (the batches are a pure function of the step)."""
-    sys.path.insert(0, str(REPO))
     from ncsearch.config import parse_spec
     from ncsearch.debias import get_baseline
     from ncsearch.models import load_mlm
@@ -203,7 +205,7 @@ def precision_rows(spaces: dict[str, dict], rows: dict[str, dict[str, float]], c
     from ncsearch.models import load_mlm
 
     torch.set_num_threads(1)
-    model, tokenizer = load_mlm(str(checkpoint))
+    model, tokenizer = load_mlm(str(checkpoint))  # the checkpoint's model/ folder
     out: dict[str, dict[str, float]] = {}
     for name, space in spaces.items():
         ev = space["eval"]
@@ -239,37 +241,36 @@ def show(rows: dict[str, dict[str, float]], baseline: str) -> None:
             r = values[1] / values[0] if higher_better else values[0] / values[1]
             ratio = f"{r:9.2f}x"
         print(f"{key:44s}{cells}{ratio}")
-    print(f"\nratio: {baseline} / HEAD for times, HEAD / {baseline} for rates (above 1: HEAD is better)")
+    if len(names) == 2:
+        print(f"\nratio: {names[0]} / {names[1]} for times, {names[1]} / {names[0]} for rates "
+              f"(above 1: {names[1]} is better)")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if not 1 <= args.trials <= len(ALPHAS):
         raise SystemExit(f"--trials must be 1..{len(ALPHAS)}")
-    sys.path.insert(0, str(REPO))
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ncsearch-trial-cost-"))
+    work.mkdir(parents=True, exist_ok=True)
+    # Both sides are named commits, extracted from git: edits in the working tree while the bench
+    # runs cannot leak into either side. This process imports the candidate's code too.
+    commits = {"baseline": short_commit(args.baseline), "candidate": short_commit(args.candidate)}
+    if args.only:
+        commits = {args.only: commits[args.only]}
+    trees = {role: commit_tree(commit, work) for role, commit in commits.items()}
+    sys.path.insert(0, str(commit_tree(short_commit(args.candidate), work)))
     from ncsearch.data import resolve_data_root
     from ncsearch.models import ensure_model
 
     data_root = resolve_data_root(args.data_dir)
     model_path = ensure_model("minilm-l6", data_root=data_root)
-    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ncsearch-trial-cost-"))
-    work.mkdir(parents=True, exist_ok=True)
-    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    sides = {f"{args.baseline}": None, f"HEAD {head}{'+' if dirty else ''}": REPO}
-    if args.only == "baseline":
-        sides.pop(next(k for k in sides if k.startswith("HEAD")))
-    elif args.only == "head":
-        sides.pop(args.baseline)
     rows, spaces, folders = {}, {}, {}
-    for name, tree in sides.items():
-        tree = tree or baseline_tree(args.baseline, work)
-        folder = folders[name] = work / name.split()[0].lower()
+    for role, tree in trees.items():
+        name = commits[role]
+        folder = folders[name] = work / f"run-{name}"
         space = spaces[name] = trial_space(args, tree, model_path)
         tokens = tokens_per_trial(space, data_root, model_path)
-        print(f"[trial_cost] {name}: {args.trials} trials, {args.concurrent} at a time ...", flush=True)
+        print(f"[trial_cost] {role} {name}: {args.trials} trials, {args.concurrent} at a time ...", flush=True)
         wall = run_search(tree, space, folder, data_root)
         rows[name] = phase_table(read_trace(folder), args.trials, wall, tokens)
         print(f"[trial_cost] {name}: {wall:.0f} s; trial: {space['train']['steps']} steps of "
@@ -278,18 +279,23 @@ def main(argv: list[str] | None = None) -> int:
               f"{space['eval']['benchmarks']} limits {space['eval'].get('limits')} options {space['eval'].get('options')}",
               flush=True)
     print(f"machine: {os.cpu_count()} CPUs")
-    show(rows, args.baseline)
-    checkpoints = sorted(folders[list(sides)[-1]].glob("runs/**/checkpoint_*/model"))
+    show(rows, commits.get("baseline", ""))
+    checkpoints = sorted(folders[list(rows)[-1]].glob("runs/**/checkpoint_*/model"))
     if checkpoints:
-        precision = precision_rows(spaces, rows, checkpoints[0].parent / "model", data_root)
+        precision = precision_rows(spaces, rows, checkpoints[0], data_root)
         print(f"\nevaluation precision, all sides scored on {checkpoints[0].parent}")
-        show(precision, args.baseline)
+        show(precision, commits.get("baseline", ""))
         rows = {name: {**rows[name], **precision[name]} for name in rows}
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2), encoding="utf-8")
     if not args.keep:
         print(f"(runs and traces in {work})")
     return 0
+
+
+def short_commit(ref: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", ref], capture_output=True, text=True,
+                          check=True).stdout.strip()
 
 
 if __name__ == "__main__":

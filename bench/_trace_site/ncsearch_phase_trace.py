@@ -37,7 +37,8 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 _OUT = os.environ.get("NCSEARCH_PHASE_TRACE", "")
 _local = threading.local()
@@ -50,7 +51,7 @@ def _write(label: str, start: float, dur: float, span: bool) -> None:
     with _lock:
         if _file is None:
             os.makedirs(_OUT, exist_ok=True)
-            _file = open(os.path.join(_OUT, f"{os.getpid()}.jsonl"), "a", buffering=1, encoding="utf-8")
+            _file = open(os.path.join(_OUT, f"{os.getpid()}.jsonl"), "a", buffering=1, encoding="utf-8")  # noqa: SIM115 (open for the process)
         _file.write(json.dumps({"label": label, "start": start, "dur": dur, "pid": os.getpid(), "span": span}) + "\n")
 
 
@@ -94,7 +95,10 @@ def _patch_torch() -> None:
     _wrap(torch.Tensor, "backward", "train.backward")
     _wrap(torch.nn.utils, "clip_grad_norm_", "train.optimizer")
     _wrap(torch.optim.Optimizer, "zero_grad", "train.optimizer")
-    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+    from torch.optim.optimizer import (
+        register_optimizer_step_post_hook,
+        register_optimizer_step_pre_hook,
+    )
 
     def pre(optimizer: Any, args: Any, kwargs: Any) -> None:
         _local.step_started = (time.time(), time.perf_counter())
@@ -188,7 +192,7 @@ class _PatchAfterImport(importlib.abc.MetaPathFinder):
             original(module)
             try:
                 _PATCHES[fullname](module)
-            except Exception as err:  # a missing name at some commit: leave that phase untimed
+            except Exception as err:  # noqa: BLE001 - a missing name at some commit: leave that phase untimed
                 print(f"[phase trace] {fullname}: {err}", file=sys.stderr)
 
         loader.exec_module = exec_module  # type: ignore[method-assign]
