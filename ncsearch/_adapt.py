@@ -166,31 +166,24 @@ def mask_tokens(
     *,
     replace_all: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT masking: choose `probability` of the non-special tokens; labels are -100 elsewhere.
+    """BERT masking of packed blocks (`ncsearch.training.mlm_mask`): choose `probability` of the
+    non-special tokens, at least one; labels are -100 elsewhere.
 
     Training uses 80% [MASK] / 10% random / 10% unchanged; scoring (`replace_all=True`) replaces every
     chosen token by [MASK], the stricter measure (an unchanged token is trivially easy to predict).
     """
-    import torch
+    from ncsearch.training import maskable, mlm_mask
 
-    ids = input_ids.clone()
-    special = torch.zeros_like(ids, dtype=torch.bool)
-    for sid in tokenizer.all_special_ids:
-        special |= ids == sid
-    chosen = (torch.rand(ids.shape, generator=generator) < probability) & ~special
-    if not chosen.any():  # a tiny batch can draw no position at all; the loss needs one
-        candidates = (~special).nonzero()
-        pick = candidates[torch.randint(len(candidates), (1,), generator=generator)][0]
-        chosen[pick[0], pick[1]] = True
-    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
-    if replace_all:
-        ids[chosen] = tokenizer.mask_token_id
-        return ids, labels
-    roll = torch.rand(ids.shape, generator=generator)
-    ids[chosen & (roll < 0.8)] = tokenizer.mask_token_id
-    rand = chosen & (roll >= 0.8) & (roll < 0.9)
-    ids[rand] = torch.randint(len(tokenizer), ids.shape, generator=generator)[rand]
-    return ids, labels
+    return mlm_mask(
+        input_ids,
+        maskable(input_ids, tokenizer.all_special_ids),
+        generator,
+        probability=probability,
+        mask_id=tokenizer.mask_token_id,
+        vocab_size=len(tokenizer),
+        replace_all=replace_all,
+        ensure_one=True,  # a tiny batch can draw no position at all; the loss needs one
+    )
 
 
 def evaluate_mlm(
@@ -243,6 +236,7 @@ def adapt_mlm(
     import torch
 
     from ncsearch import heads
+    from ncsearch.training import adamw, linear_warmup_decay
 
     say = report or _stderr
     heldout_blocks = heldout_blocks[: settings.eval_blocks]
@@ -257,9 +251,10 @@ def adapt_mlm(
             f"lr {settings.lr:g}, {len(train_blocks)} training blocks; held-out before: "
             f"loss {before.loss:.3f}, masked accuracy {before.accuracy:.1%}"
         )
-        optimizer = _optimizer(model, settings)
+        # Not fused, and the warm-up peaks on its last step: the formulas this RECIPE_VERSION was cached with.
+        optimizer = adamw(model, lr=settings.lr, weight_decay=settings.weight_decay)
         warmup = max(1, round(settings.warmup_ratio * settings.steps))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_linear(warmup, settings.steps))
+        schedule = linear_warmup_decay(optimizer, settings.steps, warmup, peak_at_warmup_end=True)
         generator = torch.Generator().manual_seed(settings.seed)
         batches = _batches(len(train_blocks), settings.batch_size, generator)
         model.eval()  # dropout off; gradients still flow (see docstring)
@@ -305,32 +300,6 @@ def adapt_mlm(
         "heldout_blocks": len(heldout_blocks),
         "threads": max(1, threads),
     }
-
-
-def _optimizer(model: PreTrainedModel, settings: AdaptSettings) -> torch.optim.Optimizer:
-    """AdamW with the usual BERT exclusion of biases and LayerNorm weights from weight decay."""
-    import torch
-
-    decay, no_decay, seen = [], [], set()
-    for name, param in model.named_parameters():
-        if not param.requires_grad or id(param) in seen:  # tied decoder = embeddings: count once
-            continue
-        seen.add(id(param))
-        (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": settings.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=settings.lr)
-
-
-def _warmup_linear(warmup: int, total: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return factor
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:

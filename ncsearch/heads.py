@@ -22,8 +22,10 @@ from torch import Tensor, nn
 from ncsearch.errors import ModelError
 from ncsearch.model_families import FAMILIES, family_of_head
 
-__all__ = ["MLMHead", "SparseMLM", "SparseMLMOutput", "encode", "mlm_head", "sparse_mlm_loss", "unwrap"]
+__all__ = ["IGNORE_INDEX", "MLMHead", "SparseMLM", "SparseMLMOutput", "encode", "mlm_head", "sparse_mlm_loss", "unwrap"]
 
+# The label of a position that is not predicted (as in Hugging Face and F.cross_entropy). Defined here,
+# the lowest module that reads it, so collapse and training import it without importing each other.
 IGNORE_INDEX = -100
 
 

@@ -24,10 +24,9 @@ import torch
 from torch import Tensor
 
 from ncsearch.errors import ConfigError
+from ncsearch.heads import IGNORE_INDEX
 
 __all__ = ["select_pairs"]
-
-IGNORE_INDEX = -100
 
 
 @torch.no_grad()

@@ -42,13 +42,6 @@ class StudyResult:
     tokens: int
 
 
-def _mask_batch(input_ids: Tensor, real: Tensor, special: Tensor, mask_id: int, p: float, gen: torch.Generator):
-    """Replace a seeded p-fraction of real, non-special tokens by [MASK]; labels hold the originals."""
-    chosen = (torch.rand(input_ids.shape, generator=gen) < p) & real & ~special
-    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
-    return torch.where(chosen, torch.full_like(input_ids, mask_id), input_ids), labels
-
-
 def collapse_study(
     model: nn.Module,
     tokenizer,
@@ -75,6 +68,7 @@ def collapse_study(
     `progress(n)` is called with the number of sentences done after each batch.
     """
     from ncsearch.heads import encode, mlm_head
+    from ncsearch.training import mlm_mask  # lazily: `import ncsearch.collapse` stays free of training
 
     if not texts:
         raise ConfigError("the corpus for the collapse study is empty")
@@ -99,9 +93,10 @@ def collapse_study(
                 input_ids, real = enc["input_ids"], enc["attention_mask"].bool()
                 labels = None
                 if positions == "masked":
-                    special = enc["special_tokens_mask"].bool()
-                    input_ids, labels = _mask_batch(input_ids, real, special, tokenizer.mask_token_id,
-                                                    mlm_probability, gen)
+                    # The template's special tokens ([CLS], [SEP], padding), as the tokenizer marks them.
+                    candidates = real & ~enc["special_tokens_mask"].bool()
+                    input_ids, labels = mlm_mask(input_ids, candidates, gen, probability=mlm_probability,
+                                                 mask_id=tokenizer.mask_token_id, replace_all=True)
                 hidden = encode(model, input_ids.to(device), enc["attention_mask"].to(device))
                 feats, tokens = select_pairs(
                     hidden, input_ids=input_ids.to(device), labels=None if labels is None else labels.to(device),

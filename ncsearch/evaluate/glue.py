@@ -287,23 +287,13 @@ class GlueBenchmark(Benchmark):
         """AdamW with linear warm-up and decay over `epochs` shuffled passes, at most `max_steps` steps."""
         import torch
 
+        from ncsearch.training import adamw, linear_warmup_decay
+
         steps_per_epoch = math.ceil(len(ids) / self.train_batch_size)
         total = max(1, min(self.max_steps, self.epochs * steps_per_epoch))
-        warmup = int(self.warmup_ratio * total)
-        decay = [p for p in clf.encoder.parameters() if p.ndim > 1]
-        no_decay = [p for p in clf.encoder.parameters() if p.ndim <= 1]
-        optimizer = torch.optim.AdamW([
-            {"params": decay, "lr": self.lr, "weight_decay": self.weight_decay},
-            {"params": no_decay, "lr": self.lr, "weight_decay": 0.0},
-            {"params": list(clf.head.parameters()), "lr": self.head_lr, "weight_decay": 0.0},
-        ])
-
-        def lr_factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            return max(0.0, (total - step) / max(1, total - warmup))
-
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        head = {"params": list(clf.head.parameters()), "lr": self.head_lr, "weight_decay": 0.0}
+        optimizer = adamw(clf.encoder, lr=self.lr, weight_decay=self.weight_decay, extra_groups=[head])
+        schedule = linear_warmup_decay(optimizer, total, int(self.warmup_ratio * total))
         regression = clf.head.out_features == 1
         clf.train(True)
         losses: list[float] = []

@@ -4,10 +4,10 @@ The corpus (a baseline's texts) is tokenized once and cut into chunks of at most
 tokens including the special tokens, so long passages are used whole rather than truncated.
 
 `MLMBatches.batch(step)` returns this worker's share of global batch `step`: the global batch is drawn
-from a per-epoch permutation seeded by (seed, epoch), padded, and masked as BERT does (15% of the real,
-non-special tokens; of those 80% [MASK], 10% a random token, 10% unchanged) with a generator seeded by
-(seed, step); then its rows are split over the workers in rank order. Everything is a pure function of
-the step, so resuming needs only the step counter, and 1 or N workers see the same global batch.
+from a per-epoch permutation seeded by (seed, epoch), padded, and masked as BERT does (`mlm_mask`: 15% of
+the real, non-special tokens; of those 80% [MASK], 10% a random token, 10% unchanged) with a generator
+seeded by (seed, step); then its rows are split over the workers in rank order. Everything is a pure
+function of the step, so resuming needs only the step counter, and 1 or N workers see the same global batch.
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ from torch import Tensor
 
 from ncsearch._batching import pad_batch
 from ncsearch.errors import DataError
+from ncsearch.training._masking import maskable, mlm_mask
 from ncsearch.training._seeding import generator
 
 __all__ = ["MLMBatches", "chunk_corpus"]
-
-IGNORE_INDEX = -100
 
 
 def chunk_corpus(texts: Sequence[str], tokenizer, max_length: int, *, min_tokens: int = 2) -> list[list[int]]:
@@ -127,15 +126,14 @@ class MLMBatches:
         rows = [self.examples[i] for i in self.global_indices(step)]
         info = self.tokens
         input_ids, attention_mask = pad_batch(rows, info.pad_id)
-        gen = generator(self.seed, 2, step)
-        candidates = attention_mask.bool() & ~torch.isin(input_ids, torch.tensor(info.special_ids, dtype=torch.long))
-        chosen = (torch.rand(input_ids.shape, generator=gen) < self.mlm_probability) & candidates
-        labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
-        action = torch.rand(input_ids.shape, generator=gen)
-        random_ids = torch.randint(info.vocab_size, input_ids.shape, generator=gen, dtype=torch.long)
-        masked = input_ids.clone()
-        masked = torch.where(chosen & (action < 0.8), torch.full_like(masked, info.mask_id), masked)
-        masked = torch.where(chosen & (action >= 0.8) & (action < 0.9), random_ids, masked)
+        masked, labels = mlm_mask(
+            input_ids,
+            maskable(input_ids, info.special_ids, attention_mask),
+            generator(self.seed, 2, step),
+            probability=self.mlm_probability,
+            mask_id=info.mask_id,
+            vocab_size=info.vocab_size,
+        )
         return {"input_ids": masked, "attention_mask": attention_mask, "labels": labels}
 
     def batch(self, step: int) -> dict[str, Tensor]:
