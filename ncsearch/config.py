@@ -37,7 +37,7 @@ __all__ = [
 
 DIST_KINDS = ("choice", "uniform", "loguniform", "int", "grid")
 BASELINES = ("mlm", "cda", "dropout", "bec")
-BENCHMARKS = ("stereoset", "crows_pairs", "seat", "bec_pro", "winobias", "perplexity", "glue", "collapse")
+BENCHMARKS = ("stereoset", "crows_pairs", "seat", "bec_pro", "winobias", "perplexity", "heldout_mlm", "glue", "collapse")
 # Bias types of StereoSet (gender, race, religion, profession) and CrowS-Pairs (the rest, and gender/religion).
 DOMAINS = (
     "gender", "race", "religion", "profession", "race-color", "socioeconomic", "nationality", "age",

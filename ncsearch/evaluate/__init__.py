@@ -4,7 +4,7 @@ Importing the package registers every benchmark (one module each); `run_suite` r
 one model and returns flat `{benchmark/.../metric: value}` metrics plus per-example tables.
 """
 
-from ncsearch.evaluate import bec_pro, collapse, crows_pairs, glue, perplexity, seat, stereoset, winobias
+from ncsearch.evaluate import bec_pro, collapse, crows_pairs, glue, heldout_mlm, perplexity, seat, stereoset, winobias
 from ncsearch.evaluate._base import (
     Benchmark,
     BenchmarkResult,
@@ -33,6 +33,7 @@ __all__ = [
     "crows_pairs",
     "get_benchmark",
     "glue",
+    "heldout_mlm",
     "intervals",
     "joint_samples",
     "mean_pool",
