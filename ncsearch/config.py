@@ -164,11 +164,12 @@ class TrainSpec(_Strict):
     checkpoint_every: PositiveInt = 100
     seed: Annotated[int, Field(ge=0)] = 0
     max_train_sentences: PositiveInt | None = None
-    #: Arithmetic of the forward pass. "bf16" runs it under torch.autocast (matrix products in
-    #: bfloat16, weights, gradients and optimizer state in fp32): about 1.5x the tokens/s of fp32 on a
-    #: CPU with native bf16 (AVX512-BF16/AMX) or a GPU with bf16, but the loss curve is no longer
-    #: the fp32 one, so results are only comparable between runs at the same precision.
-    precision: Literal["fp32", "bf16"] = "fp32"
+    #: Arithmetic of the forward pass (ncsearch/training/_precision.py). "bf16" runs it under
+    #: torch.autocast (matrix products in bfloat16; weights, gradients and optimizer state in fp32):
+    #: about 1.5x the tokens/s of fp32 on a CPU with native bf16 (AVX512-BF16/AMX) or a bf16 GPU, but
+    #: the loss curve is no longer the fp32 one, so compare runs at the same precision (a control
+    #: shares its configuration's). "auto": bf16 where the device has it natively, else fp32.
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"
 
 
 class VocabSpec(_Strict):

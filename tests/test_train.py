@@ -240,9 +240,10 @@ def test_bf16_precision_trains_close_to_fp32_but_not_bitwise(reference, fit):
     bf16_loss = [row["train/mlm_loss"] for row in history]
     assert bf16_loss == pytest.approx(fp32_loss, rel=0.05)
     assert bf16_loss != fp32_loss
+    assert {row["train/bf16"] for row in history} == {1.0} and {row["train/bf16"] for row in fp32_history} == {0.0}
 
 
-def test_precision_is_fp32_or_bf16():
+def test_precision_is_auto_fp32_or_bf16():
     from ncsearch.errors import ConfigError
 
     assert make_spec().train.precision == "fp32"

@@ -31,6 +31,7 @@ from ncsearch.errors import TrialError
 from ncsearch.training._checkpoint import MODEL_DIR, TrainState, read_state, write_checkpoint
 from ncsearch.training._data import MLMBatches, chunk_corpus
 from ncsearch.training._optim import adamw, linear_warmup_decay
+from ncsearch.training._precision import autocast_for, resolve_precision
 from ncsearch.training._seeding import derive_seed, seed_everything
 
 __all__ = ["TrainingRecipe", "train_loop_per_worker"]
@@ -177,7 +178,8 @@ class TrainingRecipe:
         self.device = ray.train.torch.get_device()
         self.head = mlm_head(self.model)  # the bare model: DDP hides the decoder weight
         self.optimizer = _build_optimizer(self.model, spec.train)
-        self.autocast = _autocast(spec.train.precision, self.device)
+        self.autocast = autocast_for(spec.train.precision, self.device)
+        self.bf16 = float(resolve_precision(spec.train.precision, self.device) == "bf16")
         self.scheduler = _build_scheduler(self.optimizer, spec.train)
         self.step = 0
         self.last_metrics: dict[str, float] = {}
@@ -228,7 +230,7 @@ class TrainingRecipe:
             from ncsearch.collapse import select_pairs
 
             features, token_ids = select_pairs(
-                output.hidden,
+                output.hidden.float(),  # bf16 under autocast; NC3's class sums stay fp32
                 input_ids=batch["input_ids"],
                 labels=batch["labels"],
                 attention_mask=batch["attention_mask"],
@@ -276,6 +278,7 @@ class TrainingRecipe:
                         "train/nc3": reg_values["nc3"],
                         "train/nc3_classes": reg_values["classes"],
                         "train/lr": lr,
+                        "train/bf16": self.bf16,
                         "train/resumed_from": self.resumed_from,
                         "train/peak_rss_mb": _peak_rss_mb(),
                     }
@@ -392,17 +395,6 @@ def _move_statistics(regularizer: Any, device: torch.device) -> None:
         regularizer.index.to(device)
         regularizer.sums = regularizer.sums.to(device)
         regularizer.counts = regularizer.counts.to(device)
-
-
-def _autocast(precision: str, device: torch.device) -> Any:
-    """A context factory for the forward pass: autocast to bfloat16 for `precision` "bf16", else none.
-    The loss terms computed after it (NC3 on the features, the MLM log-softmax) promote to fp32."""
-    import contextlib
-    import functools
-
-    if precision == "fp32":
-        return contextlib.nullcontext
-    return functools.partial(torch.autocast, device_type=device.type, dtype=torch.bfloat16)
 
 
 def _build_optimizer(model: torch.nn.Module, train: Any) -> torch.optim.Optimizer:
