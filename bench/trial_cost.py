@@ -242,7 +242,7 @@ def show(rows: dict[str, dict[str, float]], baseline: str) -> None:
             ratio = f"{r:9.2f}x"
         print(f"{key:44s}{cells}{ratio}")
     if len(names) == 2:
-        print(f"\nratio: {names[0]} / {names[1]} for times, {names[1]} / {names[0]} for rates "
+        print(f"\nratio: {names[0]} / {names[1]} for times and half-widths, {names[1]} / {names[0]} for rates "
               f"(above 1: {names[1]} is better)")
 
 
