@@ -47,7 +47,10 @@ def test_known_shift_is_found_and_identical_models_tie(saved, tmp_path, data_roo
 
 
 def test_different_tokenizers_are_refused(saved, tmp_path, data_root, capsys, tiny_mlm):
-    model, tokenizer = tiny_mlm
+    import copy
+
+    model, shared = tiny_mlm
+    tokenizer = copy.deepcopy(shared)  # the session's tokenizer: adding a token to it would change every later test
     tokenizer.add_tokens(["zzzunseenword"])
     model.resize_token_embeddings(len(tokenizer))
     model.save_pretrained(tmp_path / "other")
