@@ -28,6 +28,7 @@ import pandas as pd
 from ncsearch.errors import ConfigError
 from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, point_metrics, register
 from ncsearch.evaluate._scoring import MaskedRequest, score_masked
+from ncsearch.evaluate.perplexity import PerplexityBenchmark, held_out_passages, passage_table
 
 __all__ = ["HeldoutMLMBenchmark", "masked_requests"]
 
@@ -64,7 +65,7 @@ class HeldoutMLMBenchmark(Benchmark):
     """Masked-LM loss on held-out GAP validation passages at fixed seeded masks (lower is better)."""
 
     name = "heldout_mlm"
-    max_length: ClassVar[int] = 64
+    max_length: ClassVar[int] = PerplexityBenchmark.max_length  # the same truncated passages
     resampling = Resampling("passages", "passages", key=("passage",))
     headline = (LOSS,)
 
@@ -85,23 +86,10 @@ class HeldoutMLMBenchmark(Benchmark):
             return {LOSS: np.where(scored > 0, -total / scored, np.nan)}
 
     def score(self, model: Any, tokenizer: Any) -> BenchmarkResult:
-        from ncsearch.data import load_gap_corpus
-
-        texts = load_gap_corpus(self.data_root, splits=("validation",))
-        if self.limit is not None:
-            texts = texts[: self.limit]
+        texts = held_out_passages(self.data_root, self.limit)
         requests, owners = masked_requests(texts, tokenizer, max_length=self.max_length, masks=self.masks,
                                            mlm_probability=self.mlm_probability, seed=self.seed)
         logprobs = score_masked(model, requests, batch_size=self.batch_size, pad_id=tokenizer.pad_token_id or 0,
                                 fast_path=self.fast_path)
-        frame = pd.DataFrame({"passage": owners, "scored": [len(v) for v in logprobs],
-                              "sum_logprob": [float(np.sum(v)) for v in logprobs]})
-        per_passage = frame.groupby("passage")[["scored", "sum_logprob"]].sum()
-        passages = range(len(texts))
-        table = pd.DataFrame({
-            "passage": np.arange(len(texts)),
-            "text": texts,
-            "scored": per_passage["scored"].reindex(passages, fill_value=0).to_numpy(),
-            "sum_logprob": per_passage["sum_logprob"].reindex(passages, fill_value=0.0).to_numpy(),
-        })
+        table = passage_table(texts, owners, logprobs)
         return BenchmarkResult(point_metrics(type(self), table), {"passages": table})

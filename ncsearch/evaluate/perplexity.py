@@ -33,7 +33,7 @@ from ncsearch.errors import ConfigError
 from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, point_metrics, register
 from ncsearch.evaluate._scoring import MaskedRequest, score_masked
 
-__all__ = ["PerplexityBenchmark", "pppl_requests", "pseudo_perplexity"]
+__all__ = ["PerplexityBenchmark", "held_out_passages", "passage_table", "pppl_requests", "pseudo_perplexity"]
 
 EXACT, SAMPLED = "perplexity/pppl", "perplexity/pppl_sampled"
 
@@ -61,6 +61,30 @@ def pppl_requests(
             requests.append(MaskedRequest(masked, [position], [ids[position]]))
             owners.append(i)
     return requests, owners, scorable_counts
+
+
+def held_out_passages(data_root: Any, limit: int | None) -> list[str]:
+    """The held-out GAP validation passages that pseudo-perplexity (and `heldout_mlm`) score: the
+    first `limit` in file order, all when None."""
+    from ncsearch.data import load_gap_corpus
+
+    texts = load_gap_corpus(data_root, splits=("validation",))
+    return texts if limit is None else texts[:limit]
+
+
+def passage_table(texts: Sequence[str], owners: Sequence[int], logprobs: Sequence[np.ndarray]) -> pd.DataFrame:
+    """One row per passage: `passage`, `text`, `scored` (the log-probabilities read for it) and
+    `sum_logprob` (their sum), from `score_masked`'s results and each request's passage index."""
+    frame = pd.DataFrame({"passage": owners, "scored": [len(v) for v in logprobs],
+                          "sum_logprob": [float(np.sum(v)) for v in logprobs]})
+    per_passage = frame.groupby("passage")[["scored", "sum_logprob"]].sum()
+    passages = range(len(texts))
+    return pd.DataFrame({
+        "passage": np.arange(len(texts)),
+        "text": list(texts),
+        "scored": per_passage["scored"].reindex(passages, fill_value=0).to_numpy(),
+        "sum_logprob": per_passage["sum_logprob"].reindex(passages, fill_value=0.0).to_numpy(),
+    })
 
 
 def pseudo_perplexity(token_logprobs: Sequence[float]) -> float:
@@ -102,27 +126,13 @@ class PerplexityBenchmark(Benchmark):
         return {SAMPLED if sampled else EXACT: value}
 
     def score(self, model: Any, tokenizer: Any) -> BenchmarkResult:
-        from ncsearch.data import load_gap_corpus
-
-        texts = load_gap_corpus(self.data_root, splits=("validation",))
-        if self.limit is not None:
-            texts = texts[: self.limit]
+        texts = held_out_passages(self.data_root, self.limit)
         requests, owners, scorable = pppl_requests(texts, tokenizer, max_length=self.max_length,
                                                    positions=self.positions, seed=self.seed)
         logprobs = score_masked(model, requests, batch_size=self.batch_size, pad_id=tokenizer.pad_token_id or 0,
                                 fast_path=self.fast_path)
-        flat = np.array([float(values[0]) for values in logprobs], dtype=np.float64)
-        per_passage = pd.DataFrame({"passage": owners, "logprob": flat}).groupby("passage")["logprob"]
-        passages = range(len(texts))
-        table = pd.DataFrame(
-            {
-                "passage": np.arange(len(texts)),
-                "text": texts,
-                "tokens": np.asarray(scorable, dtype=np.int64),
-                "scored": per_passage.count().reindex(passages, fill_value=0).to_numpy(),
-                "sum_logprob": per_passage.sum().reindex(passages, fill_value=0.0).to_numpy(),
-                "sampled": self.positions is not None,
-            }
-        )
+        table = passage_table(texts, owners, logprobs)
+        table.insert(2, "tokens", np.asarray(scorable, dtype=np.int64))
+        table["sampled"] = self.positions is not None
         table["pppl"] = np.exp(-table["sum_logprob"] / table["scored"].where(table["scored"] > 0))
         return BenchmarkResult(point_metrics(type(self), table), {"passages": table})
