@@ -100,7 +100,7 @@ def run_search(tree: Path, space: dict, folder: Path, data_root: Path) -> float:
                "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}", "--data-dir", str(data_root)]
     started = time.perf_counter()
     with open(folder / "run.log", "w", encoding="utf-8") as log:
-        proc = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+        proc = subprocess.run(command, check=False, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         tail = (folder / "run.log").read_text(encoding="utf-8").splitlines()[-15:]

@@ -79,13 +79,11 @@ def linear_warmup_decay(
     The factor is a closure, not a callable object, so `LambdaLR.state_dict()` does not save it and
     training checkpoints keep their format.
     """
-    total = total_steps
-    warmup = warmup_steps
-    ramp = warmup if peak_at_warmup_end else warmup + 1
+    ramp = warmup_steps if peak_at_warmup_end else warmup_steps + 1
 
     def factor(step: int) -> float:
-        if step < warmup:
+        if step < warmup_steps:
             return (step + 1) / ramp
-        return max(0.0, (total - step) / max(1, total - warmup))
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
