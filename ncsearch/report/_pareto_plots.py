@@ -79,7 +79,7 @@ def _annotate(ax: Any, points: list[tuple[float, float, str]]) -> None:
         ax.annotate(", ".join(labels), where[key], fontsize=7, xytext=(4, 4), textcoords="offset points")
 
 
-def _draw_deltas(ax: Any, report: Report, mx: str, my: str) -> bool:
+def _draw_deltas(ax: Any, report: Report, mx: str, my: str) -> None:
     """Each configuration's paired differences to its control on two objectives, with intervals."""
     analysis = report.analysis
     front = set(report.front["group"]) if len(report.front) else set()
@@ -93,11 +93,10 @@ def _draw_deltas(ax: Any, report: Report, mx: str, my: str) -> bool:
                     yerr=[[ey.value - ey.low], [ey.high - ey.value]], fmt="o", color=colour, ms=6, capsize=3, lw=1.2)
         points.append((ex.value, ey.value, s.info.label))
     if not points:
-        return False
+        return
     ax.axhline(0.0, color=_CONTROL, lw=0.8, ls="--")
     ax.axvline(0.0, color=_CONTROL, lw=0.8, ls="--")
     _annotate(ax, points)
-    return True
 
 
 def save_png(report: Report, path: Path) -> Path:
