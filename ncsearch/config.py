@@ -21,6 +21,8 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, TypeAdapter, ValidationError, model_validator
 
+from ncsearch._options import StrictOptions
+from ncsearch.debias import available as available_baselines
 from ncsearch.errors import ConfigError
 
 __all__ = [
@@ -36,7 +38,8 @@ __all__ = [
 ]
 
 DIST_KINDS = ("choice", "uniform", "loguniform", "int", "grid")
-BASELINES = ("mlm", "cda", "dropout", "bec")
+#: The registered debiasing baselines (ncsearch.debias owns the names and their options).
+BASELINES = tuple(available_baselines())
 BENCHMARKS = ("stereoset", "crows_pairs", "seat", "bec_pro", "winobias", "perplexity", "heldout_mlm", "glue", "collapse")
 # Bias types of StereoSet (gender, race, religion, profession) and CrowS-Pairs (the rest, and gender/religion).
 DOMAINS = (
@@ -120,10 +123,7 @@ def searchable(inner: Any) -> Any:
     return Annotated[Union[inner, Distribution], PlainValidator(parse)]
 
 
-class _Strict(BaseModel):
-    """Unknown keys are errors; YAML scalars are taken as typed (no "10" -> 10 coercion)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=False, arbitrary_types_allowed=True)
+_Strict = StrictOptions
 
 
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -131,22 +131,22 @@ NonNegFloat = Annotated[float, Field(ge=0)]
 PathStr = Annotated[str, Field(min_length=1)]
 
 
-class DropoutOptions(_Strict):
-    """Webster et al. 2020: raise hidden and attention dropout during the debiasing fine-tune."""
+def _baseline_options_model() -> type[StrictOptions]:
+    """`baseline_options`: one optional section per registered baseline, holding that baseline's own
+    options model (declared in its module) with its published defaults. Built from the registry, so a
+    new baseline is one module plus one import in `ncsearch.debias`."""
+    from pydantic import create_model
 
-    hidden_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.20
-    attention_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.15
+    from ncsearch.debias import get_baseline
+
+    fields: dict[str, Any] = {}
+    for name in BASELINES:
+        options = get_baseline(name).Options
+        fields[name] = (options, Field(default_factory=options))
+    return create_model("BaselineOptions", __base__=StrictOptions, __doc__="Options of each baseline, by name.", **fields)
 
 
-class CDAOptions(_Strict):
-    """Counterfactual data augmentation over the gender pairs of bias_attribute_words.json."""
-
-    two_sided: bool = True
-
-
-class BaselineOptions(_Strict):
-    dropout: DropoutOptions = DropoutOptions()
-    cda: CDAOptions = CDAOptions()
+BaselineOptions = _baseline_options_model()
 
 
 class TrainSpec(_Strict):

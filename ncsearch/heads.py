@@ -92,9 +92,12 @@ class SparseMLM(nn.Module):
         super().__init__()
         self.mlm = mlm
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None, labels: Tensor) -> SparseMLMOutput:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None, labels: Tensor | None = None) -> SparseMLMOutput:
+        """`labels` None: an unmasked pass (no MLM loss; `hidden` for a baseline's own losses)."""
         hidden = encode(self.mlm, input_ids, attention_mask)
         head = mlm_head(self.mlm)
+        if labels is None:
+            labels = torch.full_like(input_ids, IGNORE_INDEX)
         index = (labels.reshape(-1) != IGNORE_INDEX).nonzero(as_tuple=True)[0]
         at_labels = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
         logits = F.linear(head.transform(at_labels), head.weight, head.bias)

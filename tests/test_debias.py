@@ -66,7 +66,7 @@ def test_cda_two_sided_keeps_originals_and_adds_the_changed_swaps(data_root):
 
 
 def test_cda_one_sided_replaces_each_text(data_root):
-    options = BaselineOptions.model_validate({"cda": {"two_sided": False}})
+    options = BaselineOptions.model_validate({"cda": {"two_sided": False}}).cda
     texts = CDA(data_root=data_root, options=options).transform_corpus(["He is an actor.", "plain"])
     assert texts == ["She is an actress.", "plain"]
 
@@ -83,7 +83,7 @@ def test_cda_corpus_caps_the_source_before_augmenting(data_root, swap):
 
 def test_dropout_applies_the_configured_rates_to_config_and_modules(data_root, tiny_mlm):
     model, _ = tiny_mlm
-    options = BaselineOptions.model_validate({"dropout": {"hidden_dropout": 0.3, "attention_dropout": 0.25}})
+    options = BaselineOptions.model_validate({"dropout": {"hidden_dropout": 0.3, "attention_dropout": 0.25}}).dropout
     prepared = Dropout(data_root=data_root, options=options).prepare_model(model)
     assert prepared.config.hidden_dropout_prob == 0.3
     assert prepared.config.attention_probs_dropout_prob == 0.25
@@ -120,7 +120,8 @@ def test_bec_reads_the_gender_flipped_corpus(data_root):
 
 @pytest.mark.parametrize("name", sorted(BASELINES))
 def test_every_baseline_trains_a_tiny_model(name, data_root, tiny_mlm):
-    from ncsearch.heads import sparse_mlm_loss
+    from ncsearch.debias import StepContext
+    from ncsearch.heads import SparseMLM, sparse_mlm_loss
 
     model, tokenizer = tiny_mlm
     baseline: Baseline = get_baseline(name)(data_root=data_root)
@@ -130,9 +131,9 @@ def test_every_baseline_trains_a_tiny_model(name, data_root, tiny_mlm):
     enc = tokenizer(texts[:2], return_tensors="pt", padding=True, truncation=True, max_length=32)
     labels = enc["input_ids"].clone()
     labels[:, ::2] = -100
-    batch = baseline.transform_batch({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels})
+    batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
     out = sparse_mlm_loss(prepared, batch["input_ids"], batch["attention_mask"], batch["labels"])
-    terms = baseline.loss_terms(prepared, batch, out)
+    terms = baseline.step_terms(StepContext(0, SparseMLM(prepared), prepared, torch.device("cpu"), batch, out)).losses
     total = out.loss + sum(terms.values(), torch.zeros(()))
     total.backward()
     assert torch.isfinite(total)

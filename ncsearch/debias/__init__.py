@@ -4,19 +4,24 @@
 training loop, not here.
 """
 
-from ncsearch.debias._base import Baseline, available, get_baseline, register
+from ncsearch.debias._base import Baseline, NC3Features, StepContext, StepTerms, available, get_baseline, register
 from ncsearch.debias._bec import BEC
-from ncsearch.debias._cda import CDA, CounterfactualSwapper
-from ncsearch.debias._dropout import Dropout
+from ncsearch.debias._cda import CDA, CDAOptions, CounterfactualSwapper
+from ncsearch.debias._dropout import Dropout, DropoutOptions
 from ncsearch.debias._mlm import MLM
 
 __all__ = [
     "BEC",
     "CDA",
     "Baseline",
+    "CDAOptions",
     "CounterfactualSwapper",
     "Dropout",
+    "DropoutOptions",
     "MLM",
+    "NC3Features",
+    "StepContext",
+    "StepTerms",
     "available",
     "get_baseline",
     "register",

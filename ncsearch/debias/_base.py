@@ -1,51 +1,118 @@
-"""The baseline interface and its registry.
+"""The baseline contract and its registry.
 
-A debiasing baseline says four things about a training run, and nothing else: which corpus it trains
-on, how that corpus is transformed before tokenization, what it changes in the model's configuration,
-and which loss terms it adds to the masked-LM loss (per batch). The training loop (ncsearch.training)
-owns everything generic: tokenization, masking, the optimizer, DDP, checkpoints, and the NC3 term that
-is added on top of any baseline when nc3.alpha > 0.
+A debiasing baseline says what a training run trains on and how; the training loop
+(ncsearch.training) owns everything generic: the masked-LM stream, tokenization, masking, the
+optimizer and schedule, DDP, checkpoints, and the NC3 term added on top of any baseline when
+nc3.alpha > 0. What a baseline may declare, in the order the recipe asks:
+
+- **Name and options.** `name`, and `Options`: a pydantic model whose defaults are the published
+  settings. The spec's `baseline_options.<name>` section is validated against it; `paper_alpha` is
+  the NC3 weight the paper's code used with this method (`nc3.preset: paper` takes it).
+- **The MLM stream.** `corpus()` gives the texts of the recipe's masked-LM stream (GAP by default;
+  `transform_corpus` rewrites them, e.g. counterfactual augmentation). `mlm_stream = False` drops that
+  stream and its loss (a method trained only on its own losses).
+- **The model.** `prepare_model(model)` (after `setup`): config changes (raised dropout), frozen weights, peft
+  adapters or prefixes. Only parameters left with `requires_grad` are optimized. `export_model`
+  gives the plain masked LM a checkpoint saves for evaluation (adapters merged).
+- **Setup and own data.** `setup(tokenizer, rank, world_size, seed, device=)`, before the model is
+  prepared (a method may need its data to prepare the model, e.g. Fisher scores): the baseline builds its own step-indexed streams (`ncsearch.training.StepSampler`), so batch `k` is
+  a pure function of (seed, k) and a resumed run needs only the step counter.
+- **Per step.** `step_terms(ctx)` with the step, the masked MLM batch and its output, and `ctx.forward`,
+  which runs further passes *through the DDP-wrapped model* (so one backward syncs every gradient).
+  It returns its loss terms by name (each logged as train/<name>) and, where NC3's class statistics
+  should come from one of its own passes rather than the masked MLM pass, that pass's features.
+- **Resume.** Full fine-tunes resume from the checkpoint's model. `frozen_base = True` says the base
+  weights never change (adapters or a prefix train instead): a restart rebuilds the model from the
+  original weights with `prepare_model` and loads `trainable_state()` from the checkpoint.
 """
 
 from __future__ import annotations
 
-import abc
-from collections.abc import Mapping
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ncsearch._options import NoOptions, StrictOptions
 from ncsearch._registry import Registry
 from ncsearch.errors import ConfigError
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
-    from ncsearch.config import BaselineOptions
-
-__all__ = ["Baseline", "available", "get_baseline", "register"]
+__all__ = ["Baseline", "NC3Features", "StepContext", "StepTerms", "available", "get_baseline", "register"]
 
 _BASELINES: Registry[type[Baseline]] = Registry("baseline", ConfigError)
 
 
-class Baseline(abc.ABC):
-    """One debiasing method. Subclasses set `name` and override the hooks they need.
+@dataclass
+class NC3Features:
+    """A pass whose last-layer states feed NC3's class statistics instead of the masked MLM pass.
 
-    `options` is the spec's `baseline_options` slice (each baseline reads only its own field);
-    `data_root` is the resolved benchmark/corpus folder.
+    `hidden` (B, T, d) with `input_ids`/`attention_mask` (B, T) of that pass. `labels` are MLM labels
+    when the pass was masked, None for an unmasked pass (then every real position is a pair: the
+    regularizer needs `nc3.positions: all`, which the recipe enforces).
     """
 
+    hidden: Tensor
+    input_ids: Tensor
+    attention_mask: Tensor
+    labels: Tensor | None = None
+
+
+@dataclass
+class StepContext:
+    """What a baseline sees of one training step.
+
+    `forward(input_ids, attention_mask, labels=None)` runs the DDP-wrapped sparse masked LM and
+    returns its `SparseMLMOutput` (`hidden` (B, T, d); `loss` the MLM loss at labelled positions, a
+    zero with a gradient path when `labels` is None). `batch`/`output` are the recipe's masked MLM
+    batch and pass (None when the baseline has no MLM stream). `model` is the bare masked LM, for
+    reading weights; never call it for a training pass (DDP would not see that pass).
+    """
+
+    step: int
+    forward: Callable[..., Any]
+    model: nn.Module
+    device: Any
+    batch: dict[str, Tensor] | None
+    output: Any | None
+
+
+@dataclass
+class StepTerms:
+    """A baseline's contribution to one step: loss terms by name (added to the loss as they are, so a
+    term carries its own weight) and, optionally, the pass NC3 should take its features from."""
+
+    losses: dict[str, Tensor] = field(default_factory=dict)
+    nc3: NC3Features | None = None
+
+
+class Baseline:
+    """One debiasing method. Subclasses set `name` (and `Options` when they have options) and override
+    the hooks they need; see the module docstring for the contract."""
+
     name: ClassVar[str]
+    Options: ClassVar[type[StrictOptions]] = NoOptions
+    #: NC3's alpha in the paper's code for this method (Xu et al. 2024); None: the paper did not run it.
+    paper_alpha: ClassVar[float | None] = None
+    #: Whether the recipe's masked-LM stream (and its loss) is part of this method.
+    mlm_stream: ClassVar[bool] = True
+    #: The base weights never train (adapters or a prefix do); see "Resume" in the module docstring.
+    frozen_base: ClassVar[bool] = False
 
-    def __init__(self, *, data_root: str | Path, options: BaselineOptions | None = None):
-        from ncsearch.config import BaselineOptions
-
+    def __init__(self, *, data_root: str | Path, options: StrictOptions | None = None):
         self.data_root = Path(data_root)
-        self.options = options if options is not None else BaselineOptions()
+        if options is None:
+            options = self.Options()
+        elif not isinstance(options, self.Options):
+            raise ConfigError(f"baseline {self.name!r} takes {self.Options.__name__}, not {type(options).__name__}")
+        self.options = options
 
     # ----- corpus ---------------------------------------------------------------------------------
 
     def source_corpus(self) -> list[str]:
-        """The untransformed training texts: GAP development + test passages (the paper's corpus)."""
+        """The untransformed MLM texts: GAP development + test passages (the paper's corpus)."""
         from ncsearch.data import load_gap_corpus
 
         return load_gap_corpus(self.data_root, ("development", "test"))
@@ -55,7 +122,7 @@ class Baseline(abc.ABC):
         return texts
 
     def corpus(self, limit: int | None = None) -> list[str]:
-        """The training texts. `limit` caps the *source* corpus (first N, file order) before the
+        """The MLM texts. `limit` caps the *source* corpus (first N, file order) before the
         transformation, so an augmented example always travels with its original."""
         texts = self.source_corpus()
         if limit is not None:
@@ -69,7 +136,8 @@ class Baseline(abc.ABC):
         return {}
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
-        """The model with `config_overrides()` applied (a rebuilt copy when anything changes)."""
+        """The model to train: `config_overrides()` applied (a rebuilt copy when anything changes).
+        Methods that freeze weights or add adapters extend this."""
         overrides = self.config_overrides()
         if not overrides:
             return model
@@ -77,25 +145,61 @@ class Baseline(abc.ABC):
 
         return apply_config_overrides(model, overrides)
 
-    # ----- per batch ------------------------------------------------------------------------------
+    def export_model(self, model: nn.Module) -> nn.Module:
+        """The plain masked LM a checkpoint saves (and evaluation loads). Default: the model itself."""
+        return model
 
-    def transform_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Tensor-level batch rewriting after masking. Default: none."""
-        return batch
+    def trainable_state(self, model: nn.Module) -> dict[str, Tensor]:
+        """The trained tensors a `frozen_base` method restores on a restart: every parameter that
+        requires a gradient, by name (CPU copies)."""
+        return {k: p.detach().cpu().clone() for k, p in model.named_parameters() if p.requires_grad}
 
-    def loss_terms(self, model: nn.Module, batch: Mapping[str, Tensor], output: Any) -> dict[str, Tensor]:
-        """Extra loss terms added to the MLM loss, by name (logged as train/<name>). Default: none.
+    def load_trainable_state(self, model: nn.Module, state: dict[str, Tensor]) -> None:
+        """Put `trainable_state()` back into a freshly prepared model (names must match exactly)."""
+        import torch
 
-        `model` is the bare masked LM (never the DDP wrapper); `output` the sparse MLM output.
-        """
-        return {}
+        params = dict(model.named_parameters())
+        missing = sorted(set(state) - set(params))
+        if missing:
+            raise ConfigError(f"baseline {self.name!r}: checkpoint holds unknown parameters {missing[:3]}")
+        with torch.no_grad():
+            for name, value in state.items():
+                params[name].copy_(value.to(params[name].device))
+
+    # ----- setup and per step ---------------------------------------------------------------------
+
+    def setup(self, tokenizer: Any, rank: int, world_size: int, seed: int, *, device: Any = None) -> None:
+        """Build the baseline's own data streams for worker `rank` of `world_size` (called before
+        `prepare_model`, on the worker's `device`). Subclasses call this first. Default: no streams."""
+        self.tokenizer = tokenizer
+        self.rank = rank
+        self.world_size = world_size
+        self.seed = seed
+        self.device = device
+
+    def step_terms(self, ctx: StepContext) -> StepTerms:
+        """Loss terms of step `ctx.step` (and optionally NC3's feature pass). Default: none."""
+        return StepTerms()
 
     def describe(self) -> dict[str, Any]:
-        """Flat, loggable settings of this baseline."""
-        return {"baseline": self.name}
+        """Flat, loggable settings of this baseline: its name and every option."""
+        out: dict[str, Any] = {"baseline": self.name}
+        for key, value in self.options.model_dump().items():
+            if isinstance(value, dict):
+                out.update({f"{self.name}.{key}.{k}": v for k, v in value.items()})
+            else:
+                out[f"{self.name}.{key}"] = value
+        return out
 
 
-register = _BASELINES.register
+def register(cls: type[Baseline]) -> type[Baseline]:
+    """Class decorator: make a baseline available by its `name` (its `Options` must be a strict
+    options model, so unknown keys in a spec are errors)."""
+    if not (isinstance(cls.Options, type) and issubclass(cls.Options, StrictOptions)):
+        raise TypeError(f"baseline {cls.__name__}.Options must subclass ncsearch._options.StrictOptions")
+    return _BASELINES.register(cls)
+
+
 available = _BASELINES.available
 
 

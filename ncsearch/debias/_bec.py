@@ -17,6 +17,7 @@ class BEC(Baseline):
     """MLM on gender-flipped GAP development + test passages."""
 
     name = "bec"
+    paper_alpha = 100.0  # bec/code/main_nc.py
 
     def source_corpus(self) -> list[str]:
         from ncsearch.data import load_gap_corpus

@@ -17,9 +17,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from ncsearch._options import StrictOptions
 from ncsearch.debias._base import Baseline, register
 
-__all__ = ["CDA", "CounterfactualSwapper"]
+__all__ = ["CDA", "CDAOptions", "CounterfactualSwapper"]
 
 # Words that typically follow "her" used as an object ("gave her a", "told her to"), not as a determiner.
 _AFTER_OBJECT = frozenset(
@@ -77,11 +78,20 @@ def _match_case(source: str, target: str) -> str:
     return target
 
 
+class CDAOptions(StrictOptions):
+    """Counterfactual data augmentation over the gender pairs of bias_attribute_words.json."""
+
+    #: Train on the originals plus their swapped copies (Webster et al. 2020); false: swapped only.
+    two_sided: bool = True
+
+
 @register
 class CDA(Baseline):
     """MLM on the corpus with counterfactual gender augmentation (`baseline_options.cda`)."""
 
     name = "cda"
+    Options = CDAOptions
+    options: CDAOptions
 
     def swapper(self) -> CounterfactualSwapper:
         from ncsearch.data import load_gender_words
@@ -91,9 +101,6 @@ class CDA(Baseline):
     def transform_corpus(self, texts: list[str]) -> list[str]:
         swap = self.swapper()
         swapped = [swap(t) for t in texts]
-        if not self.options.cda.two_sided:
+        if not self.options.two_sided:
             return swapped
         return list(texts) + [s for t, s in zip(texts, swapped) if s != t]
-
-    def describe(self) -> dict[str, object]:
-        return {"baseline": self.name, "cda.two_sided": self.options.cda.two_sided}

@@ -7,9 +7,21 @@ off, so they do not change scores).
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field
+
+from ncsearch._options import StrictOptions
 from ncsearch.debias._base import Baseline, register
 
-__all__ = ["Dropout"]
+__all__ = ["Dropout", "DropoutOptions"]
+
+
+class DropoutOptions(StrictOptions):
+    """Webster et al. 2020's rates for BERT: hidden 0.20, attention 0.15."""
+
+    hidden_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.20
+    attention_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.15
 
 
 @register
@@ -17,15 +29,8 @@ class Dropout(Baseline):
     """MLM on the corpus with `hidden_dropout` and `attention_dropout` raised."""
 
     name = "dropout"
+    Options = DropoutOptions
+    options: DropoutOptions
 
     def config_overrides(self) -> dict[str, float]:
-        opts = self.options.dropout
-        return {"hidden_dropout": opts.hidden_dropout, "attention_dropout": opts.attention_dropout}
-
-    def describe(self) -> dict[str, object]:
-        opts = self.options.dropout
-        return {
-            "baseline": self.name,
-            "dropout.hidden_dropout": opts.hidden_dropout,
-            "dropout.attention_dropout": opts.attention_dropout,
-        }
+        return {"hidden_dropout": self.options.hidden_dropout, "attention_dropout": self.options.attention_dropout}

@@ -7,7 +7,7 @@ but not Ray (Ray is imported inside the functions that start trials).
 """
 
 from ncsearch.training._checkpoint import MODEL_DIR, TrainState, read_meta, read_state, write_checkpoint
-from ncsearch.training._data import MLMBatches, chunk_corpus
+from ncsearch.training._data import MLMBatches, StepSampler, chunk_corpus, special_affixes
 from ncsearch.training._masking import IGNORE_INDEX, maskable, mlm_mask
 from ncsearch.training._optim import adamw, decay_groups, linear_warmup_decay
 from ncsearch.training._recipe import TrainingRecipe, train_loop_per_worker
@@ -26,6 +26,7 @@ __all__ = [
     "IGNORE_INDEX",
     "MODEL_DIR",
     "MLMBatches",
+    "StepSampler",
     "TrainOutcome",
     "TrainState",
     "TrainingRecipe",
@@ -45,6 +46,7 @@ __all__ = [
     "read_metrics_log",
     "read_state",
     "seed_everything",
+    "special_affixes",
     "train_loop_per_worker",
     "write_checkpoint",
 ]

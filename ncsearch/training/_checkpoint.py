@@ -3,7 +3,8 @@
 Layout of a checkpoint folder (one per `checkpoint_every` steps and one at the end):
 
     model/          save_pretrained model + tokenizer: loadable with ncsearch.models.load_mlm(path)
-    state.pt        optimizer, LR scheduler, NC3 statistics, step (written by rank 0)
+    state.pt        optimizer, LR scheduler, NC3 statistics, step, a frozen-base baseline's trained
+                    tensors (written by rank 0)
     meta.json       step, steps, seed, world size, the last reported metrics, the NC3 vocabulary's
                     token ids (human-readable; `read_meta`)
 
@@ -35,6 +36,8 @@ class TrainState:
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
     nc3: dict[str, Any]
+    #: A frozen-base baseline's trained tensors (adapters, prefix), by parameter name; else empty.
+    baseline: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -44,7 +47,8 @@ def write_checkpoint(folder: Path, *, model: Any, tokenizer: Any, state: TrainSt
     model.save_pretrained(folder / MODEL_DIR)
     tokenizer.save_pretrained(folder / MODEL_DIR)
     torch.save(
-        {"step": state.step, "optimizer": state.optimizer, "scheduler": state.scheduler, "nc3": state.nc3},
+        {"step": state.step, "optimizer": state.optimizer, "scheduler": state.scheduler, "nc3": state.nc3,
+         "baseline": state.baseline},
         folder / STATE_FILE,
     )
     (folder / META_FILE).write_text(json.dumps({"step": state.step, **state.meta}, indent=2, sort_keys=True), encoding="utf-8")
@@ -56,7 +60,8 @@ def read_state(folder: Path) -> TrainState:
     raw = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
     meta_path = folder / META_FILE
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-    return TrainState(step=int(raw["step"]), optimizer=raw["optimizer"], scheduler=raw["scheduler"], nc3=raw["nc3"], meta=meta)
+    return TrainState(step=int(raw["step"]), optimizer=raw["optimizer"], scheduler=raw["scheduler"], nc3=raw["nc3"],
+                      baseline=raw.get("baseline", {}), meta=meta)
 
 
 def read_meta(folder: Path) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from ncsearch.errors import DataError
 from ncsearch.training._masking import maskable, mlm_mask
 from ncsearch.training._seeding import generator
 
-__all__ = ["MLMBatches", "chunk_corpus"]
+__all__ = ["MLMBatches", "StepSampler", "chunk_corpus"]
 
 
 def chunk_corpus(texts: Sequence[str], tokenizer, max_length: int, *, min_tokens: int = 2) -> list[list[int]]:
@@ -68,6 +68,53 @@ class _TokenInfo:
     special_ids: tuple[int, ...]
 
 
+class StepSampler:
+    """Which examples global batch `step` holds, and which of its rows are this worker's.
+
+    The order is a per-epoch permutation of `size` examples seeded by (seed, stream, epoch), and
+    epochs follow each other seamlessly, so a batch is a pure function of the step: resuming needs only
+    the step counter, and 1 or N workers see the same global batch. `stream` keeps the draws of
+    different streams of one run (the MLM corpus, a baseline's own pairs) independent.
+    """
+
+    def __init__(self, size: int, batch_size: int, *, seed: int, stream: int = 1, rank: int = 0, world_size: int = 1):
+        if size < 1:
+            raise DataError("a training stream is empty")
+        if batch_size < world_size:
+            raise DataError(f"train.batch_size {batch_size} is smaller than the {world_size} workers sharing it")
+        self.size = size
+        self.batch_size = batch_size
+        self.seed = seed
+        self.stream = stream
+        self.rank = rank
+        self.world_size = world_size
+        self._orders: dict[int, Tensor] = {}
+
+    def _order(self, epoch: int) -> Tensor:
+        if epoch not in self._orders:
+            if len(self._orders) >= 2:  # a batch spans at most two epochs unless the stream is tiny
+                self._orders.pop(min(self._orders))
+            self._orders[epoch] = torch.randperm(self.size, generator=generator(self.seed, self.stream, epoch))
+        return self._orders[epoch]
+
+    def global_indices(self, step: int) -> list[int]:
+        """Example indices of global batch `step`."""
+        out = []
+        for pos in range(step * self.batch_size, (step + 1) * self.batch_size):
+            epoch, offset = divmod(pos, self.size)
+            out.append(int(self._order(epoch)[offset]))
+        return out
+
+    def local_rows(self) -> Tensor:
+        """Positions within a global batch that are this worker's (contiguous, in rank order)."""
+        return torch.tensor_split(torch.arange(self.batch_size), self.world_size)[self.rank]
+
+    def local_indices(self, step: int) -> list[int]:
+        """Example indices of this worker's share of global batch `step`."""
+        everything = self.global_indices(step)
+        return [everything[int(i)] for i in self.local_rows()]
+
+
 class MLMBatches:
     """Masked-LM batches for worker `rank` of `world_size`; `batch_size` is the global batch."""
 
@@ -84,8 +131,6 @@ class MLMBatches:
     ):
         if not examples:
             raise DataError("the training corpus is empty after tokenization")
-        if batch_size < world_size:
-            raise DataError(f"train.batch_size {batch_size} is smaller than the {world_size} workers sharing it")
         if tokenizer.mask_token_id is None or tokenizer.pad_token_id is None:
             raise DataError(f"tokenizer {type(tokenizer).__name__} has no mask or pad token; it cannot do MLM")
         self.examples = [list(e) for e in examples]
@@ -94,32 +139,20 @@ class MLMBatches:
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.sampler = StepSampler(len(self.examples), batch_size, seed=seed, stream=1, rank=rank, world_size=world_size)
         self.tokens = _TokenInfo(
             pad_id=tokenizer.pad_token_id,
             mask_id=tokenizer.mask_token_id,
             vocab_size=len(tokenizer),
             special_ids=tuple(sorted(set(tokenizer.all_special_ids))),
         )
-        self._orders: dict[int, Tensor] = {}
 
     def __len__(self) -> int:
         return len(self.examples)
 
-    def _order(self, epoch: int) -> Tensor:
-        if epoch not in self._orders:
-            if len(self._orders) >= 2:  # a batch spans at most two epochs unless the corpus is tiny
-                self._orders.pop(min(self._orders))
-            self._orders[epoch] = torch.randperm(len(self.examples), generator=generator(self.seed, 1, epoch))
-        return self._orders[epoch]
-
     def global_indices(self, step: int) -> list[int]:
         """Example indices of global batch `step` (epochs follow each other seamlessly)."""
-        n = len(self.examples)
-        out = []
-        for pos in range(step * self.batch_size, (step + 1) * self.batch_size):
-            epoch, offset = divmod(pos, n)
-            out.append(int(self._order(epoch)[offset]))
-        return out
+        return self.sampler.global_indices(step)
 
     def global_batch(self, step: int) -> dict[str, Tensor]:
         """The whole masked global batch `step` (every worker computes it; it is small)."""
@@ -139,7 +172,7 @@ class MLMBatches:
     def batch(self, step: int) -> dict[str, Tensor]:
         """This worker's rows of global batch `step`, trimmed to their longest row."""
         full = self.global_batch(step)
-        rows = torch.tensor_split(torch.arange(self.batch_size), self.world_size)[self.rank]
+        rows = self.sampler.local_rows()
         local = {k: v.index_select(0, rows) for k, v in full.items()}
         width = int(local["attention_mask"].sum(dim=1).max())
         return {k: v[:, :width].contiguous() for k, v in local.items()}

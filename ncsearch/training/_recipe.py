@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ncsearch.debias import StepContext
 from ncsearch.errors import TrialError
 from ncsearch.training._checkpoint import MODEL_DIR, TrainState, read_state, write_checkpoint
 from ncsearch.training._data import MLMBatches, chunk_corpus
@@ -97,9 +98,10 @@ class _Window:
             values = values.cpu()
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         per_step = max(self.steps, 1) * world_size
-        mlm = float(values[1] / values[2]) if float(values[2]) > 0 else float("nan")
+        has_mlm = float(values[2]) > 0  # a method without an MLM stream masks nothing
+        mlm = float(values[1] / values[2]) if has_mlm else float("nan")
         out = {
-            "train/loss": mlm + float(values[0]) / per_step,
+            "train/loss": (mlm if has_mlm else 0.0) + float(values[0]) / per_step,
             "train/mlm_loss": mlm,
             "train/tokens_per_s": float(values[3]) / elapsed,
         }
@@ -152,30 +154,38 @@ class TrainingRecipe:
         self.world_size = context.get_world_size()
         seed_everything(derive_seed(spec.train.seed, 0, self.rank))
 
-        restored = self._restore()
-        if restored is None:
+        self.baseline = get_baseline(spec.baseline)(
+            data_root=self.data_root, options=getattr(spec.baseline_options, spec.baseline)
+        )
+        frozen_base = self.baseline.frozen_base
+        restored = self._restore(load_model=not frozen_base)
+        state = restored[0] if restored is not None else None
+        if restored is None or frozen_base:
             model, self.tokenizer = load_mlm(self.model_path)
         else:
-            state, model, self.tokenizer = restored
-        self.baseline = get_baseline(spec.baseline)(data_root=self.data_root, options=spec.baseline_options)
+            _, model, self.tokenizer = restored
+        self.device = ray.train.torch.get_device()
+        self.baseline.setup(self.tokenizer, self.rank, self.world_size, spec.train.seed, device=self.device)
         self.model = self.baseline.prepare_model(model)
+        if state is not None and frozen_base:
+            self.baseline.load_trainable_state(self.model, state.baseline)
         self.model.train()
 
         texts = self.baseline.corpus(limit=spec.train.max_train_sentences)
-        examples = chunk_corpus(texts, self.tokenizer, spec.train.max_length)
-        self.batches = MLMBatches(
-            examples,
-            self.tokenizer,
-            batch_size=spec.train.batch_size,
-            mlm_probability=spec.train.mlm_probability,
-            seed=spec.train.seed,
-            rank=self.rank,
-            world_size=self.world_size,
-        )
+        self.batches: MLMBatches | None = None
+        if self.baseline.mlm_stream:
+            self.batches = MLMBatches(
+                chunk_corpus(texts, self.tokenizer, spec.train.max_length),
+                self.tokenizer,
+                batch_size=spec.train.batch_size,
+                mlm_probability=spec.train.mlm_probability,
+                seed=spec.train.seed,
+                rank=self.rank,
+                world_size=self.world_size,
+            )
         self.regularizer = _build_regularizer(self.tokenizer, spec.nc3, texts, self.data_root)
 
         self.wrapped = ray.train.torch.prepare_model(SparseMLM(self.model))
-        self.device = ray.train.torch.get_device()
         self.head = mlm_head(self.model)  # the bare model: DDP hides the decoder weight
         self.optimizer = _build_optimizer(self.model, spec.train)
         precision = resolve_precision(spec.train.precision, self.device)  # "auto" decided for this device
@@ -184,7 +194,7 @@ class TrainingRecipe:
         self.scheduler = _build_scheduler(self.optimizer, spec.train)
         self.step = 0
         self.last_metrics: dict[str, float] = {}
-        if restored is not None:
+        if state is not None:
             self.optimizer.load_state_dict(state.optimizer)
             self.scheduler.load_state_dict(state.scheduler)
             self.regularizer.load_state_dict(state.nc3)
@@ -193,8 +203,9 @@ class TrainingRecipe:
             self.last_metrics = dict(state.meta.get("metrics", {}))
         self.resumed_from = self.step
 
-    def _restore(self) -> tuple[TrainState, Any, Any] | None:
-        """(state, model, tokenizer) of the checkpoint Ray Train hands back on a restart, else None.
+    def _restore(self, *, load_model: bool = True) -> tuple[TrainState, Any, Any] | None:
+        """(state, model, tokenizer) of the checkpoint Ray Train hands back on a restart, else None
+        (model and tokenizer are None when `load_model` is false: a frozen-base method rebuilds them).
 
         Read inside `as_directory()`: with remote storage the folder is a temporary download.
         """
@@ -207,6 +218,8 @@ class TrainingRecipe:
             return None
         with checkpoint.as_directory() as folder:
             state = read_state(Path(folder))
+            if not load_model:
+                return state, None, None
             model, tokenizer = load_mlm(str(Path(folder) / MODEL_DIR))
         return state, model, tokenizer
 
@@ -223,34 +236,26 @@ class TrainingRecipe:
             return
         while self.step < train.steps:
             torch.manual_seed(derive_seed(train.seed, 3, self.step, self.rank))  # dropout of this step
-            batch = {k: v.to(self.device) for k, v in self.batches.batch(self.step).items()}
-            batch = self.baseline.transform_batch(batch)
+            batch = output = None
             with self.autocast():
-                output = self.wrapped(batch["input_ids"], batch["attention_mask"], batch["labels"])
-
-            from ncsearch.collapse import select_pairs
-
-            features, token_ids = select_pairs(
-                output.hidden.float(),  # bf16 under autocast; NC3's class sums stay fp32
-                input_ids=batch["input_ids"],
-                labels=batch["labels"],
-                attention_mask=batch["attention_mask"],
-                features=nc3.features,
-                positions=nc3.positions,
-                label_shift=nc3.label_shift,
-                head_transform=self.head.transform if nc3.features == "head" else None,
-            )
-            self.regularizer.update(features, token_ids)
+                if self.batches is not None:
+                    batch = {k: v.to(self.device) for k, v in self.batches.batch(self.step).items()}
+                    output = self.wrapped(batch["input_ids"], batch["attention_mask"], batch["labels"])
+                terms = self.baseline.step_terms(
+                    StepContext(self.step, self.wrapped, self.model, self.device, batch, output)
+                )
+            self._update_statistics(terms.nc3, batch, output)
             if nc3.alpha > 0:
                 reg_loss, reg_values = self.regularizer.loss(self.head.weight)
             else:  # statistics only, for monitoring: no gradient
                 with torch.no_grad():
                     reg_loss, reg_values = self.regularizer.loss(self.head.weight)
-            extra = self.baseline.loss_terms(self.model, batch, output)
-            loss = output.loss + nc3.alpha * reg_loss
+            extra = terms.losses
+            mlm_loss = output.loss if output is not None else torch.zeros((), device=self.device)
+            loss = mlm_loss + nc3.alpha * reg_loss
             for term in extra.values():
                 loss = loss + term
-            self._check_finite(loss, output.loss, reg_values)
+            self._check_finite(loss, mlm_loss, reg_values)
 
             lr = self.optimizer.param_groups[0]["lr"]
             self.optimizer.zero_grad(set_to_none=True)
@@ -263,9 +268,9 @@ class TrainingRecipe:
 
             window.add(
                 loss=float(loss.detach()),
-                mlm_loss=float(output.loss.detach()),
-                masked=int(output.index.numel()),
-                tokens=int(batch["attention_mask"].sum()),
+                mlm_loss=float(mlm_loss.detach()),
+                masked=int(output.index.numel()) if output is not None else 0,
+                tokens=int(batch["attention_mask"].sum()) if batch is not None else 0,
                 extra={k: float(v.detach()) for k, v in extra.items()},
             )
             final = self.step == train.steps
@@ -287,6 +292,30 @@ class TrainingRecipe:
                 self._report(metrics, save=save)
                 window.reset()
                 self._maybe_inject_failure()
+
+    def _update_statistics(self, source: Any, batch: dict[str, torch.Tensor] | None, output: Any) -> None:
+        """Feed NC3's class statistics from the baseline's own pass when it names one, else from the
+        masked MLM pass (nothing when the method has neither)."""
+        from ncsearch.collapse import select_pairs
+
+        nc3 = self.spec.nc3
+        if source is not None:
+            hidden, input_ids, labels, attention_mask = source.hidden, source.input_ids, source.labels, source.attention_mask
+        elif output is not None and batch is not None:
+            hidden, input_ids, labels, attention_mask = output.hidden, batch["input_ids"], batch["labels"], batch["attention_mask"]
+        else:
+            return
+        features, token_ids = select_pairs(
+            hidden.float(),  # bf16 under autocast; NC3's class sums stay fp32
+            input_ids=input_ids,
+            labels=labels,
+            attention_mask=attention_mask,
+            features=nc3.features,
+            positions=nc3.positions,
+            label_shift=nc3.label_shift,
+            head_transform=self.head.transform if nc3.features == "head" else None,
+        )
+        self.regularizer.update(features, token_ids)
 
     def _maybe_inject_failure(self) -> None:
         """Fault injection for resume tests: config["fail_after_step"] = k makes a run that did not
@@ -331,6 +360,7 @@ class TrainingRecipe:
                     optimizer=self.optimizer.state_dict(),
                     scheduler=self.scheduler.state_dict(),
                     nc3=self.regularizer.state_dict(),
+                    baseline=self.baseline.trainable_state(self.model) if self.baseline.frozen_base else {},
                     meta={
                         "steps": self.spec.train.steps,
                         "seed": self.spec.train.seed,
@@ -341,7 +371,8 @@ class TrainingRecipe:
                         "nc3_vocab_ids": [int(i) for i in self.regularizer.index.ids.tolist()],
                     },
                 )
-                write_checkpoint(Path(folder), model=self.model, tokenizer=self.tokenizer, state=state)
+                exported = self.baseline.export_model(self.model)
+                write_checkpoint(Path(folder), model=exported, tokenizer=self.tokenizer, state=state)
                 checkpoint = ray.train.Checkpoint.from_directory(folder)
             else:
                 checkpoint = None
