@@ -168,14 +168,28 @@ class Baseline:
 
     # ----- setup and per step ---------------------------------------------------------------------
 
-    def setup(self, tokenizer: Any, rank: int, world_size: int, seed: int, *, device: Any = None) -> None:
+    def setup(
+        self,
+        tokenizer: Any,
+        rank: int,
+        world_size: int,
+        seed: int,
+        *,
+        device: Any = None,
+        batch_size: int = 16,
+        max_length: int = 128,
+    ) -> None:
         """Build the baseline's own data streams for worker `rank` of `world_size` (called before
-        `prepare_model`, on the worker's `device`). Subclasses call this first. Default: no streams."""
+        `prepare_model`, on the worker's `device`). `batch_size` (global, over all workers) and
+        `max_length` are the trial's `train` settings, which a method's own streams use unless its
+        options say otherwise. Subclasses call this first. Default: no streams."""
         self.tokenizer = tokenizer
         self.rank = rank
         self.world_size = world_size
         self.seed = seed
         self.device = device
+        self.batch_size = batch_size
+        self.max_length = max_length
 
     def step_terms(self, ctx: StepContext) -> StepTerms:
         """Loss terms of step `ctx.step` (and optionally NC3's feature pass). Default: none."""

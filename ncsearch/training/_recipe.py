@@ -165,7 +165,10 @@ class TrainingRecipe:
         else:
             _, model, self.tokenizer = restored
         self.device = ray.train.torch.get_device()
-        self.baseline.setup(self.tokenizer, self.rank, self.world_size, spec.train.seed, device=self.device)
+        self.baseline.setup(
+            self.tokenizer, self.rank, self.world_size, spec.train.seed,
+            device=self.device, batch_size=spec.train.batch_size, max_length=spec.train.max_length,
+        )
         self.model = self.baseline.prepare_model(model)
         if state is not None and frozen_base:
             self.baseline.load_trainable_state(self.model, state.baseline)
