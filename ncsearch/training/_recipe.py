@@ -2,15 +2,18 @@
 
 One worker of a TorchTrainer (Train V2) runs `train_loop_per_worker(config)`. The recipe:
 
+The runtime (rank, device, DDP wrapping, checkpoint, reporting) is a `WorkerRuntime` (_worker.py):
+Ray Train's in production, a plain torch process group in the baseline contract test.
+
 - setup: the concrete spec; the model from `load_mlm` (or from the checkpoint being resumed), changed as
-  the baseline says (e.g. raised dropout) and wrapped by `ray.train.torch.prepare_model` (DDP over
-  gloo on CPU, nccl on GPU) around the sparse MLM head; the baseline's corpus, chunked to
+  the baseline says (e.g. raised dropout, adapters) and wrapped by the runtime (Ray's `prepare_model`:
+  DDP over gloo on CPU, nccl on GPU) around the sparse MLM head; the baseline's corpus, chunked to
   `max_length`; the vocabulary subset V (vocab.py) and the NC3 statistics on it (collapse.py);
   AdamW with linear warm-up and decay.
 - train: per step, this worker's share of the global batch, loss = MLM (head only at masked positions)
   + the baseline's own terms + alpha * NC3 (statistics all-reduced over workers, gradient on the
   decoder rows only), backward, gradient clipping, optimizer and scheduler steps. Every
-  `report_every` steps the train/* metrics go to `ray.train.report`; every `checkpoint_every` steps and
+  `report_every` steps the train/* metrics go to the runtime (`ray.train.report`); every `checkpoint_every` steps and
   at the end a checkpoint goes with them. A non-finite loss raises TrialError before any update.
 - cleanup: drop references so the worker's memory is returned before Ray tears it down.
 """
@@ -34,6 +37,7 @@ from ncsearch.training._data import MLMBatches, chunk_corpus
 from ncsearch.training._optim import adamw, linear_warmup_decay
 from ncsearch.training._precision import autocast_for, resolve_precision
 from ncsearch.training._seeding import derive_seed, seed_everything
+from ncsearch.training._worker import WorkerRuntime
 
 __all__ = ["TrainingRecipe", "train_loop_per_worker"]
 
@@ -44,7 +48,9 @@ _log = logging.getLogger(__name__)
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. `config`: {"spec": concrete SearchSpec.to_dict(), "data_root": str,
     "model_path": str (a loadable masked LM, e.g. from ncsearch.models.ensure_model)}."""
-    recipe = TrainingRecipe(config)
+    from ncsearch.training._worker import RayWorker
+
+    recipe = TrainingRecipe(config, RayWorker())
     try:
         recipe.setup()
         recipe.train()
@@ -128,10 +134,11 @@ def _collective_device() -> torch.device:
 class TrainingRecipe:
     """State of one worker's training run; see the module docstring for the lifecycle."""
 
-    def __init__(self, config: dict[str, Any]):
+    def __init__(self, config: dict[str, Any], runtime: WorkerRuntime):
         from ncsearch.config import parse_spec
 
         self.config = config
+        self.runtime = runtime
         self.spec = parse_spec(config["spec"], source="<trial spec>")
         self.data_root = Path(config["data_root"])
         self.model_path = str(config["model_path"])
@@ -141,17 +148,13 @@ class TrainingRecipe:
     # ----- setup ------------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        import ray.train
-        import ray.train.torch
-
         from ncsearch.debias import get_baseline
         from ncsearch.heads import SparseMLM, mlm_head
         from ncsearch.models import load_mlm
 
         spec = self.spec
-        context = ray.train.get_context()
-        self.rank = context.get_world_rank()
-        self.world_size = context.get_world_size()
+        self.rank = self.runtime.rank
+        self.world_size = self.runtime.world_size
         seed_everything(derive_seed(spec.train.seed, 0, self.rank))
 
         self.baseline = get_baseline(spec.baseline)(
@@ -164,7 +167,7 @@ class TrainingRecipe:
             model, self.tokenizer = load_mlm(self.model_path)
         else:
             _, model, self.tokenizer = restored
-        self.device = ray.train.torch.get_device()
+        self.device = self.runtime.device
         self.baseline.setup(
             self.tokenizer, self.rank, self.world_size, spec.train.seed,
             device=self.device, batch_size=spec.train.batch_size, max_length=spec.train.max_length,
@@ -188,7 +191,7 @@ class TrainingRecipe:
             )
         self.regularizer = _build_regularizer(self.tokenizer, spec.nc3, texts, self.data_root)
 
-        self.wrapped = ray.train.torch.prepare_model(SparseMLM(self.model))
+        self.wrapped = self.runtime.wrap(SparseMLM(self.model))
         self.head = mlm_head(self.model)  # the bare model: DDP hides the decoder weight
         self.optimizer = _build_optimizer(self.model, spec.train)
         precision = resolve_precision(spec.train.precision, self.device)  # "auto" decided for this device
@@ -212,18 +215,15 @@ class TrainingRecipe:
 
         Read inside `as_directory()`: with remote storage the folder is a temporary download.
         """
-        import ray.train
-
         from ncsearch.models import load_mlm
 
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as folder:
-            state = read_state(Path(folder))
+        with self.runtime.restored_checkpoint() as folder:
+            if folder is None:
+                return None
+            state = read_state(folder)
             if not load_model:
                 return state, None, None
-            model, tokenizer = load_mlm(str(Path(folder) / MODEL_DIR))
+            model, tokenizer = load_mlm(str(folder / MODEL_DIR))
         return state, model, tokenizer
 
     # ----- train ------------------------------------------------------------------------------------
@@ -233,9 +233,7 @@ class TrainingRecipe:
         nc3 = self.spec.nc3
         window = _Window()
         if self.step >= train.steps:  # restarted after the final checkpoint: nothing left to do
-            import ray.train
-
-            ray.train.report(dict(self.last_metrics, step=self.step))
+            self.runtime.report(dict(self.last_metrics, step=self.step))
             return
         while self.step < train.steps:
             torch.manual_seed(derive_seed(train.seed, 3, self.step, self.rank))  # dropout of this step
@@ -345,8 +343,6 @@ class TrainingRecipe:
             )
 
     def _report(self, metrics: dict[str, float], *, save: bool) -> None:
-        import ray.train
-
         self.last_metrics = metrics
         if self.rank == 0:
             shown = ", ".join(
@@ -354,7 +350,7 @@ class TrainingRecipe:
             )
             _log.info("[ncsearch train] step %d/%d: %s", self.step, self.spec.train.steps, shown)
         if not save:
-            ray.train.report(metrics)
+            self.runtime.report(metrics)
             return
         with tempfile.TemporaryDirectory(prefix="ncsearch-ckpt-") as folder:
             if self.rank == 0:
@@ -376,10 +372,8 @@ class TrainingRecipe:
                 )
                 exported = self.baseline.export_model(self.model)
                 write_checkpoint(Path(folder), model=exported, tokenizer=self.tokenizer, state=state)
-                checkpoint = ray.train.Checkpoint.from_directory(folder)
-            else:
-                checkpoint = None
-            ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{self.step:06d}")
+            saved = Path(folder) if self.rank == 0 else None
+            self.runtime.report(metrics, saved, f"checkpoint_{self.step:06d}")
 
     # ----- cleanup ----------------------------------------------------------------------------------
 
