@@ -180,6 +180,9 @@ def run_search(
     t0 = time.perf_counter()
     model_path = ensure_model(spec.model, data_root=data_root)
     echo(f"model: {spec.model} -> {model_path} ({time.perf_counter() - t0:.0f}s)")
+    from ncsearch.debias import preflight_baselines
+
+    preflight_baselines(spec, data_root, model_path)
 
     import yaml
 

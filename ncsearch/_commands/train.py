@@ -45,14 +45,16 @@ def main(args: argparse.Namespace) -> int:
 
     data_root = resolve_data_root(args.data_dir or spec.data_dir)
     out = Path(args.out or Path(spec.storage) / f"{spec.name}-train").expanduser().resolve()
-    _claim_out_dir(out, spec)
 
+    from ncsearch.debias import preflight_baselines
     from ncsearch.models import ensure_model
 
+    model_path = ensure_model(spec.model, data_root=data_root)
+    preflight_baselines(spec, data_root, model_path)  # missing data, unusable model: before anything is written
+    _claim_out_dir(out, spec)
     print(f"ncsearch train: model {spec.model}, baseline {spec.baseline}, nc3.alpha {spec.nc3.alpha:g}, "
           f"{spec.train.steps} steps x {spec.train.batch_size} sequences on {spec.resources.workers_per_trial} worker(s)",
           flush=True)
-    model_path = ensure_model(spec.model, data_root=data_root)
 
     import ray
 

@@ -4,7 +4,7 @@
 training loop, not here.
 """
 
-from ncsearch.debias._base import Baseline, NC3Features, StepContext, StepTerms, available, get_baseline, register
+from ncsearch.debias._base import Baseline, NC3Features, StepContext, StepTerms, available, get_baseline, preflight_baselines, register
 from ncsearch.debias._bec import BEC
 from ncsearch.debias._cda import CDA, CDAOptions, CounterfactualSwapper
 from ncsearch.debias._dropout import Dropout, DropoutOptions
@@ -24,5 +24,6 @@ __all__ = [
     "StepTerms",
     "available",
     "get_baseline",
+    "preflight_baselines",
     "register",
 ]

@@ -40,7 +40,7 @@ from ncsearch.errors import ConfigError
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
-__all__ = ["Baseline", "NC3Features", "StepContext", "StepTerms", "available", "get_baseline", "register"]
+__all__ = ["Baseline", "NC3Features", "StepContext", "StepTerms", "available", "get_baseline", "preflight_baselines", "register"]
 
 _BASELINES: Registry[type[Baseline]] = Registry("baseline", ConfigError)
 
@@ -100,6 +100,8 @@ class Baseline:
     mlm_stream: ClassVar[bool] = True
     #: The base weights never train (adapters or a prefix do); see "Resume" in the module docstring.
     frozen_base: ClassVar[bool] = False
+    #: Data files (relative to the data root) the method reads: checked by `preflight`, before Ray starts.
+    required_files: ClassVar[tuple[str, ...]] = ("gap/gap-development.tsv", "gap/gap-test.tsv")
 
     def __init__(self, *, data_root: str | Path, options: StrictOptions | None = None):
         self.data_root = Path(data_root)
@@ -108,6 +110,16 @@ class Baseline:
         elif not isinstance(options, self.Options):
             raise ConfigError(f"baseline {self.name!r} takes {self.Options.__name__}, not {type(options).__name__}")
         self.options = options
+
+    # ----- before Ray starts ----------------------------------------------------------------------
+
+    def preflight(self, model_path: str) -> None:
+        """What must fail in one line before any trial starts: a missing data file (DataError naming it),
+        a model the method cannot work with (ConfigError). Reads only small files (no weights)."""
+        from ncsearch.data import require_file
+
+        for relative in self.required_files:
+            require_file(self.data_root, relative)
 
     # ----- corpus ---------------------------------------------------------------------------------
 
@@ -220,3 +232,13 @@ available = _BASELINES.available
 def get_baseline(name: str) -> type[Baseline]:
     """The baseline class registered as `name`; an unknown name lists the valid ones (ConfigError)."""
     return _BASELINES.get(name)
+
+
+def preflight_baselines(spec: Any, data_root: str | Path, model_path: str) -> None:
+    """`preflight` of every baseline `spec` can run (its fixed one, or each value of a grid/choice)
+    with the spec's options for it."""
+    from ncsearch.config import Distribution
+
+    names = list(spec.baseline.args) if isinstance(spec.baseline, Distribution) else [spec.baseline]
+    for name in names:
+        get_baseline(name)(data_root=data_root, options=getattr(spec.baseline_options, name)).preflight(model_path)

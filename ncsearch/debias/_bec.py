@@ -18,6 +18,7 @@ class BEC(Baseline):
 
     name = "bec"
     paper_alpha = 100.0  # bec/code/main_nc.py
+    required_files = ("gap/gap_flipped.tsv",)
 
     def source_corpus(self) -> list[str]:
         from ncsearch.data import load_gap_corpus

@@ -92,6 +92,7 @@ class CDA(Baseline):
     name = "cda"
     Options = CDAOptions
     options: CDAOptions
+    required_files = Baseline.required_files + ("words/bias_attribute_words.json",)
 
     def swapper(self) -> CounterfactualSwapper:
         from ncsearch.data import load_gender_words
