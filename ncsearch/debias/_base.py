@@ -190,11 +190,13 @@ class Baseline:
         device: Any = None,
         batch_size: int = 16,
         max_length: int = 128,
+        model_path: str | None = None,
     ) -> None:
         """Build the baseline's own data streams for worker `rank` of `world_size` (called before
         `prepare_model`, on the worker's `device`). `batch_size` (global, over all workers) and
         `max_length` are the trial's `train` settings, which a method's own streams use unless its
-        options say otherwise. Subclasses call this first. Default: no streams."""
+        options say otherwise. `model_path` is the original (un-fine-tuned) model, which a resumed run
+        does not otherwise see (an EWC anchor needs it). Subclasses call this first. Default: no streams."""
         self.tokenizer = tokenizer
         self.rank = rank
         self.world_size = world_size
@@ -202,6 +204,7 @@ class Baseline:
         self.device = device
         self.batch_size = batch_size
         self.max_length = max_length
+        self.model_path = model_path
 
     def step_terms(self, ctx: StepContext) -> StepTerms:
         """Loss terms of step `ctx.step` (and optionally NC3's feature pass). Default: none."""

@@ -171,6 +171,7 @@ class TrainingRecipe:
         self.baseline.setup(
             self.tokenizer, self.rank, self.world_size, spec.train.seed,
             device=self.device, batch_size=spec.train.batch_size, max_length=spec.train.max_length,
+            model_path=self.model_path,
         )
         self.model = self.baseline.prepare_model(model)
         if state is not None and frozen_base:
