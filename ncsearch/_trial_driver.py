@@ -101,11 +101,32 @@ def evaluation_suite(spec: SearchSpec, vocab_ids: list[int]) -> tuple[list[str],
     """Benchmark names and options for a trial: `trial_benchmarks`, with held-out collapse on the
     trial's own V (`vocab_ids`), the spec's NC3 feature source and label shift."""
     options = {name: dict(values) for name, values in spec.eval.options.items()}
+    _apply_baseline_eval_options(spec, options)
     collapse = options.setdefault(HELDOUT_COLLAPSE, {})
     collapse.setdefault("vocab_ids", list(vocab_ids))
     collapse.setdefault("features", spec.nc3.features)
     collapse.setdefault("label_shift", spec.nc3.label_shift)
     return trial_benchmarks(spec), options
+
+
+def _apply_baseline_eval_options(spec: SearchSpec, options: dict[str, dict[str, Any]]) -> None:
+    """The trial's baseline's `eval_options` where the spec leaves them unset; a spec value that differs
+    is kept, with a warning (the method trains on that data, so the score overlaps its training set)."""
+    import warnings
+
+    from ncsearch.debias import get_baseline
+
+    for bench, forced in get_baseline(spec.baseline).eval_options.items():
+        chosen = options.setdefault(bench, {})
+        for key, value in forced.items():
+            if key not in chosen:
+                chosen[key] = value
+            elif chosen[key] != value:
+                warnings.warn(
+                    f"baseline {spec.baseline!r} trains on the data of {bench} {key}={chosen[key]!r}; scoring it "
+                    f"there overlaps training (set eval.options.{bench}.{key}: {value!r} to avoid it)",
+                    stacklevel=2,
+                )
 
 
 @dataclass(frozen=True)

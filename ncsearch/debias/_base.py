@@ -100,6 +100,10 @@ class Baseline:
     mlm_stream: ClassVar[bool] = True
     #: The base weights never train (adapters or a prefix do); see "Resume" in the module docstring.
     frozen_base: ClassVar[bool] = False
+    #: Benchmark options a trial of this method scores with unless the spec sets them, because the
+    #: method trains on the default's data (ASE trains on WinoBias dev: {"winobias": {"split": "test"}}).
+    #: A spec that sets one of them to another value is run as asked, with a warning.
+    eval_options: ClassVar[dict[str, dict[str, Any]]] = {}
     #: Data files (relative to the data root) the method reads: checked by `preflight`, before Ray starts.
     required_files: ClassVar[tuple[str, ...]] = ("gap/gap-development.tsv", "gap/gap-test.tsv")
 
