@@ -184,7 +184,20 @@ class VocabSpec(_Strict):
 
 
 class NC3Spec(_Strict):
-    """The (U)NC3 regularizer (DESIGN.md §4). `preset: paper` fixes the paper's code settings."""
+    """The (U)NC3 regularizer (DESIGN.md §4).
+
+    `labels`: the label of a (feature, token) pair is the original token ("original") or the model's
+    input id after masking ("masked_input", the paper's BEC and ASE code: a target that became [MASK]
+    drops out of V); see ncsearch.collapse._pairs. `means`: "epoch" is cumulative means that start
+    afresh at each epoch (the paper's ADEPT code); the training loop declares the epoch.
+
+    `preset: paper` reproduces the paper's code (Xu et al. 2024, github Xujxyang/Fairness-NC-main).
+    It *fixes* the code settings: `PAPER` for every method, plus `PAPER_BY_BASELINE` for the method the
+    spec trains (a conflicting explicit value is an error). It also sets `alpha` to the weight the
+    paper used with that method (`paper_alpha` of the baseline class) when `alpha` is not given: the
+    alpha is a default, and an explicit one (a search over alpha, or the control's 0) is kept. The
+    baseline-dependent part is applied by `SearchSpec` (`apply_paper_preset`), which knows the baseline.
+    """
 
     alpha: searchable(NonNegFloat) = 0.0
     kind: searchable(Literal["unc3", "nc3", "both"]) = "unc3"
@@ -192,20 +205,66 @@ class NC3Spec(_Strict):
     features: searchable(Literal["encoder", "head"]) = "encoder"
     positions: searchable(Literal["masked", "all"]) = "masked"
     label_shift: searchable(Literal[0, 1]) = 0
-    means: searchable(Literal["cumulative", "ema", "batch"]) = "cumulative"
+    labels: searchable(Literal["original", "masked_input"]) = "original"
+    means: searchable(Literal["cumulative", "ema", "batch", "epoch"]) = "cumulative"
     ema_momentum: Annotated[float, Field(gt=0, lt=1)] = 0.9
     vocab: VocabSpec = VocabSpec()
 
-    PAPER: ClassVar[dict[str, Any]] = {"features": "encoder", "positions": "all", "label_shift": 1, "means": "cumulative", "kind": "unc3"}
+    #: What every method's NC3 code in the paper does: last encoder layer, every non-pad position,
+    #: the feature at t paired with the token at t + 1 (`process_batch`), loss `sims.std()`.
+    PAPER: ClassVar[dict[str, Any]] = {"features": "encoder", "positions": "all", "label_shift": 1, "kind": "unc3"}
+    #: The paper's per-method choices. bec (`bec/code/main_nc.py`) and ase (`ase/finetune_both_nc.py`)
+    #: read the labels from `b_input_ids`, which BEC masks with `mask_tokens` and ASE's data holds with
+    #: [MASK] at the pronoun; mabel (`mabel/training/model_nc.py`, trainer_nc.py) and adept
+    #: (`adept/debias.py`) feed unmasked passes, so their labels are the tokens themselves. adept builds
+    #: a new `Statistics` at the top of every epoch; the others build it once before training.
+    PAPER_BY_BASELINE: ClassVar[dict[str, dict[str, Any]]] = {
+        "bec": {"labels": "masked_input", "means": "cumulative"},
+        "ase": {"labels": "masked_input", "means": "cumulative"},
+        "mabel": {"labels": "original", "means": "cumulative"},
+        "adept": {"labels": "original", "means": "epoch"},
+    }
+    #: A method the paper did not run: its common statistics (built once, cumulative); the label
+    #: source is left to the spec (there is no paper code for that method to reproduce).
+    PAPER_OTHER: ClassVar[dict[str, Any]] = {"means": "cumulative"}
+
+    def _fix(self, settings: Mapping[str, Any], *, prefix: str = "", why: str = "") -> None:
+        """Set `settings`; an explicitly given, different value is an error (`prefix` names the section
+        in messages raised above it, where pydantic gives no location)."""
+        for key, value in settings.items():
+            if key in self.model_fields_set and getattr(self, key) != value:
+                raise ValueError(f"{prefix}preset 'paper' fixes {prefix}{key}={value!r}{why}; "
+                                 f"remove {prefix}{key}={getattr(self, key)!r}")
+            setattr(self, key, value)
 
     @model_validator(mode="after")
     def _apply_preset(self) -> NC3Spec:
         if self.preset == "paper":
-            for key, value in self.PAPER.items():
-                if key in self.model_fields_set and getattr(self, key) != value:
-                    raise ValueError(f"preset 'paper' fixes {key}={value!r}; remove {key}={getattr(self, key)!r}")
-                setattr(self, key, value)
+            self._fix(self.PAPER)
         return self
+
+    def apply_paper_preset(self, baseline: Any) -> None:
+        """The baseline-dependent part of `preset: paper` (no-op without the preset): the method's code
+        settings, and its paper alpha when `alpha` was not given. `baseline` is the spec's baseline: a
+        name, or a Distribution when searched (an error: the settings and alpha depend on it)."""
+        if self.preset != "paper":
+            return
+        if isinstance(baseline, Distribution):
+            raise ValueError(  # noqa: TRY004 (pydantic reports ValueError with the file and line; TypeError escapes)
+                "nc3.preset 'paper' sets the paper's alpha and code settings of one baseline, but baseline is "
+                "searched; run one search per baseline, or drop nc3.preset and set the nc3 options (and nc3.alpha) yourself"
+            )
+        self._fix(self.PAPER_BY_BASELINE.get(baseline, self.PAPER_OTHER), prefix="nc3.", why=f" for baseline {baseline!r}")
+        if "alpha" not in self.model_fields_set:
+            from ncsearch.debias import get_baseline
+
+            alpha = get_baseline(baseline).paper_alpha
+            if alpha is None:
+                raise ValueError(
+                    f"nc3.preset 'paper' takes nc3.alpha from the paper's runs, but the paper did not run baseline "
+                    f"{baseline!r} (it has no paper_alpha); set nc3.alpha"
+                )
+            self.alpha = float(alpha)
 
 
 class EvalSpec(_Strict):
@@ -316,6 +375,12 @@ class SearchSpec(_Strict):
     tracking: TrackingSpec = TrackingSpec()
     data_dir: PathStr | None = None
     storage: PathStr = "runs"
+
+    @model_validator(mode="after")
+    def _paper_preset(self) -> SearchSpec:
+        """nc3.preset 'paper' for this baseline (before `_cross_checks`, which reads nc3.alpha)."""
+        self.nc3.apply_paper_preset(self.baseline)
+        return self
 
     @model_validator(mode="after")
     def _cross_checks(self) -> SearchSpec:

@@ -3,13 +3,20 @@
 - `features`: "encoder" (last encoder layer, the paper) or "head" (the MLM transform's output, the
   space in which the decoder W actually classifies).
 - `positions`: "masked" (pairs whose target position holds an MLM label) or "all" (every non-pad
-  target position). The label is always the *original* token: `labels` where not -100 (the masked
-  positions), else `input_ids`.
+  target position).
 - `label_shift` s ∈ {0, 1}: the feature at position t is paired with the token at t + s. s = 1 is the
   paper's code (`X = embeds[:, :-1]`, `Y = batch[:, 1:]`, a leftover from causal-LM code); the target
   position t + s decides the label and whether the pair counts (masked / non-pad), and the feature
-  position t must be a non-pad position too. Unlike the paper's code, which read labels from the
-  already-masked input (so masked targets became [MASK]), labels here are the original tokens.
+  position t must be a non-pad position too.
+- `label_source`: where the label of a pair is read.
+  "original" (default): the original token, i.e. `labels` where not -100 (the masked positions), else
+  `input_ids`.
+  "masked_input": the model's input ids as they are, after masking. This is what the paper's BEC and
+  ASE code did (`process_batch(hidden, b_input_ids, ...)` in Fairness-NC `bec/code/main_nc.py` and
+  `ase/finetune_both_nc.py`, where `b_input_ids` is already masked): a target that became [MASK]
+  carries the [MASK] id (and drops out of V, which does not hold it), one replaced by a random token
+  carries that token (and counts for its class when it is in V), one left unchanged keeps its own.
+  For an unmasked pass (labels None, or no position masked) both sources give the same labels.
 
 The returned features are detached: they only feed statistics whose means are detached (gradient
 reaches W only), and detaching here keeps the head transform out of the autograd graph.
@@ -26,7 +33,9 @@ from torch import Tensor
 from ncsearch.errors import ConfigError
 from ncsearch.heads import IGNORE_INDEX
 
-__all__ = ["select_pairs"]
+__all__ = ["LABEL_SOURCES", "select_pairs"]
+
+LABEL_SOURCES = ("original", "masked_input")
 
 
 @torch.no_grad()
@@ -40,13 +49,15 @@ def select_pairs(
     positions: Literal["masked", "all"] = "masked",
     label_shift: int = 0,
     head_transform: Callable[[Tensor], Tensor] | None = None,
+    label_source: Literal["original", "masked_input"] = "original",
 ) -> tuple[Tensor, Tensor]:
-    """(features (N, d), original token ids (N,)) for the selected positions of a batch.
+    """(features (N, d), token ids (N,)) for the selected positions of a batch.
 
     hidden: (B, T, d) last encoder layer; input_ids: (B, T) model input (masked for MLM); labels: (B, T)
     MLM labels with -100 where not masked (None means nothing is masked: positions must be "all");
     attention_mask: (B, T) 1 for real tokens (None: all real). `head_transform` is required for
-    features="head" and applied only to the selected rows.
+    features="head" and applied only to the selected rows. `label_source` ("original" | "masked_input")
+    says whether a pair's label is the original token or the (masked) input id (module docstring).
     """
     if features not in ("encoder", "head"):
         raise ConfigError(f"nc3 features must be 'encoder' or 'head', but got {features!r}")
@@ -54,6 +65,8 @@ def select_pairs(
         raise ConfigError(f"nc3 positions must be 'masked' or 'all', but got {positions!r}")
     if label_shift not in (0, 1):
         raise ConfigError(f"nc3 label_shift must be 0 or 1, but got {label_shift!r}")
+    if label_source not in LABEL_SOURCES:
+        raise ConfigError(f"nc3 labels must be one of {', '.join(LABEL_SOURCES)}, but got {label_source!r}")
     if features == "head" and head_transform is None:
         raise ConfigError("nc3 features='head' needs the MLM head transform (head_transform=...)")
     if positions == "masked" and labels is None:
@@ -62,18 +75,20 @@ def select_pairs(
     hidden = hidden.detach()
     real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     if labels is None:
-        original = input_ids
         target_ok = real
     else:
-        original = torch.where(labels != IGNORE_INDEX, labels, input_ids)
         target_ok = real & (labels != IGNORE_INDEX) if positions == "masked" else real
+    if labels is None or label_source == "masked_input":
+        token_ids = input_ids
+    else:
+        token_ids = torch.where(labels != IGNORE_INDEX, labels, input_ids)
 
     s = int(label_shift)
     length = input_ids.shape[1]
     # feature positions t = 0..T-1-s, target positions t + s
     ok = target_ok[:, s:] & real[:, : length - s]
     feats = hidden[:, : length - s][ok]
-    tokens = original[:, s:][ok]
+    tokens = token_ids[:, s:][ok]
     if features == "head":
         assert head_transform is not None
         feats = head_transform(feats)

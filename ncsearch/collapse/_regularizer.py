@@ -19,6 +19,13 @@ Distributed: `update` all-reduces the batch sums and counts (one collective of |
 torch.distributed is initialised, before any mean is formed. Every rank therefore holds identical
 statistics and the regularizer does not depend on how the global batch is split over workers. All ranks
 must call `update` at every step (it is a collective), even with no labelled feature in V.
+
+Per-epoch means (`means="epoch"`): cumulative sums and counts that start afresh at each epoch, as the
+paper's ADEPT code did (Fairness-NC `adept/debias.py` builds a new `Statistics(C, D)` at the top of
+every epoch of its loop). The regularizer does not know the epoch length, so the training loop calls
+`start_epoch(epoch)` before `update` at every step; the sums are cleared when the epoch number
+changes. The current epoch is part of `state_dict`, so a run resumed mid-epoch keeps the statistics
+of that epoch, and one resumed exactly at an epoch boundary clears them at its first step.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from ncsearch.errors import ConfigError
 __all__ = ["KINDS", "MEANS", "NC3Regularizer", "cosine_rows"]
 
 KINDS = ("unc3", "nc3", "both")
-MEANS = ("cumulative", "ema", "batch")
+MEANS = ("cumulative", "ema", "batch", "epoch")
 _EPS = 1e-12
 
 
@@ -56,7 +63,9 @@ class NC3Regularizer:
 
     `means`: "cumulative" (sums and counts since the first step, as the paper), "ema" (per class, the
     batch mean of a class present in the step is blended in: mu_c <- m·mu_c + (1−m)·batch_mu_c, or taken
-    as is the first time the class is seen; absent classes keep their mean) or "batch" (this step only).
+    as is the first time the class is seen; absent classes keep their mean), "batch" (this step only) or
+    "epoch" (cumulative since the start of the current epoch, the paper's ADEPT code; needs
+    `start_epoch` before every `update`, see the module docstring).
     Statistics are accumulated in `dtype` (float64 by default: cumulative sums over thousands of steps
     lose digits in float32, and the |V| x d buffer is small) and cast to W's dtype in `loss`.
     """
@@ -66,7 +75,7 @@ class NC3Regularizer:
         vocab_ids: Sequence[int] | Tensor,
         *,
         kind: Literal["unc3", "nc3", "both"] = "unc3",
-        means: Literal["cumulative", "ema", "batch"] = "cumulative",
+        means: Literal["cumulative", "ema", "batch", "epoch"] = "cumulative",
         ema_momentum: float = 0.9,
         dtype: torch.dtype = torch.float64,
         process_group: Any = None,
@@ -84,9 +93,31 @@ class NC3Regularizer:
         self.dtype = dtype
         self.process_group = process_group
         self.steps = 0
+        #: The epoch of the statistics (set by `start_epoch`; None until the first call).
+        self.epoch: int | None = None
         # allocated on the first update (the feature dimension and device come from the features)
         self.sums: Tensor | None = None  # cumulative / batch: class sums; ema: the class means
         self.counts: Tensor | None = None  # cumulative / ema: counts since the start; batch: this step
+
+    # -- epochs ---------------------------------------------------------------------------------------
+    def start_epoch(self, epoch: int) -> bool:
+        """Declare that the coming `update` belongs to epoch `epoch` (call it before `update` at every
+        step; every rank with the same number). With means "epoch" the class sums and counts are
+        cleared when the epoch differs from the last one declared; the other modes only record it.
+        Returns whether statistics were cleared. Epochs never go back: a smaller number than the
+        current one is an error (a resumed run that lost its place)."""
+        epoch = int(epoch)
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, but got {epoch}")
+        if self.epoch is not None and epoch < self.epoch:
+            raise ValueError(f"NC3 statistics are at epoch {self.epoch}; start_epoch({epoch}) would go back")
+        changed = self.epoch is not None and epoch != self.epoch
+        self.epoch = epoch
+        if changed and self.mode == "epoch" and self.sums is not None and self.counts is not None:
+            self.sums.zero_()
+            self.counts.zero_()
+            return True
+        return False
 
     @property
     def vocab_ids(self) -> Tensor:
@@ -121,9 +152,11 @@ class NC3Regularizer:
     @torch.no_grad()
     def update(self, features: Tensor, labels: Tensor) -> None:
         """Add a batch of (feature, full-vocabulary label) pairs; labels outside V are ignored."""
+        if self.mode == "epoch" and self.epoch is None:
+            raise RuntimeError('NC3 means "epoch" needs start_epoch(epoch) before update() (see the module docstring)')
         sums, counts = self.batch_statistics(features, labels)
         assert self.sums is not None and self.counts is not None
-        if self.mode == "cumulative":
+        if self.mode in ("cumulative", "epoch"):
             self.sums += sums
             self.counts += counts
         elif self.mode == "batch":
@@ -182,6 +215,7 @@ class NC3Regularizer:
             "means": self.mode,
             "ema_momentum": self.ema_momentum,
             "steps": self.steps,
+            "epoch": self.epoch,
             "sums": None if self.sums is None else self.sums.cpu().clone(),
             "counts": None if self.counts is None else self.counts.cpu().clone(),
         }
@@ -193,6 +227,8 @@ class NC3Regularizer:
         if state["means"] != self.mode:
             raise ConfigError(f"NC3 state holds {state['means']!r} means, but this regularizer keeps {self.mode!r}")
         self.steps = int(state["steps"])
+        epoch = state.get("epoch")  # absent in checkpoints written before per-epoch means existed
+        self.epoch = None if epoch is None else int(epoch)
         if state["sums"] is None:
             self.sums = self.counts = None
             return
