@@ -30,8 +30,9 @@ from ncsearch.config import BASELINES, parse_spec
 NO_DROPOUT: dict[str, dict[str, Any]] = {"dropout": {"hidden_dropout": 0.0, "attention_dropout": 0.0}}
 
 
-def spec_dict(baseline: str, *, alpha: float = 0.0, steps: int = 4, model: str = "unused") -> dict[str, Any]:
-    return {
+def spec_dict(baseline: str, *, alpha: float = 0.0, steps: int = 4, model: str = "unused", **overrides: Any) -> dict[str, Any]:
+    """The contract run's spec; `overrides` are dotted keys (`**{"nc3.means": "epoch"}`)."""
+    data = {
         "name": "contract",
         "model": model,
         "baseline": baseline,
@@ -51,6 +52,13 @@ def spec_dict(baseline: str, *, alpha: float = 0.0, steps: int = 4, model: str =
         "eval": {"suite": "custom", "benchmarks": ["stereoset", "perplexity"]},
         "objectives": [{"metric": "stereoset/gender/icat", "mode": "max"}, {"metric": "perplexity/pppl", "mode": "min"}],
     }
+    for dotted, value in overrides.items():
+        node = data
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return data
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +93,14 @@ def run_local(
     steps: int = 4,
     resume_from: Path | None = None,
     fail_after_step: int | None = None,
+    **overrides: Any,
 ) -> tuple[list[dict[str, float]], dict[str, torch.Tensor]]:
     """Train with the real recipe in this process: (reports, final exported weights)."""
     from ncsearch.training import TrainingRecipe
     from ncsearch.training._worker import LocalWorker
 
     config: dict[str, Any] = {
-        "spec": parse_spec(spec_dict(baseline, alpha=alpha, steps=steps, model=str(model_dir))).to_dict(),
+        "spec": parse_spec(spec_dict(baseline, alpha=alpha, steps=steps, model=str(model_dir), **overrides)).to_dict(),
         "data_root": str(data_root),
         "model_path": str(model_dir),
     }
@@ -229,3 +238,17 @@ def test_two_ddp_workers_equal_one_at_step_1(baseline, reference_runs, tiny_mode
     two = json.loads((tmp_path / "reports.json").read_text())
     assert two[0]["step"] == 1
     metrics_close(one[0], two[0])
+
+
+def test_epoch_means_start_afresh_at_each_epoch_of_the_feature_stream(tiny_model_dir, data_root, tmp_path):
+    """One GAP passage (a few chunks) with batches of 4: every step starts a new epoch of the MLM
+    stream, so `means: epoch` must give exactly the statistics of `means: batch` at every step, and
+    not those of `means: cumulative` (which keeps the earlier steps' features)."""
+    common = {"train.max_train_sentences": 1}
+    epoch, _ = run_local("mlm", tiny_model_dir, data_root, tmp_path / "e", alpha=10.0, **common, **{"nc3.means": "epoch"})
+    batch, _ = run_local("mlm", tiny_model_dir, data_root, tmp_path / "b", alpha=10.0, **common, **{"nc3.means": "batch"})
+    cumulative, _ = run_local("mlm", tiny_model_dir, data_root, tmp_path / "c", alpha=10.0, **common)
+    for e, b in zip(epoch, batch):
+        metrics_close(e, b)
+    assert cumulative[0]["train/unc3"] == pytest.approx(epoch[0]["train/unc3"], rel=1e-6)  # step 1: nothing before it
+    assert all(abs(c["train/unc3"] - e["train/unc3"]) > 1e-6 for c, e in zip(cumulative[1:], epoch[1:]))

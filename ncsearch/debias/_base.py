@@ -210,6 +210,12 @@ class Baseline:
         self.max_length = max_length
         self.model_path = model_path
 
+    def epoch_of(self, step: int) -> int | None:
+        """The epoch of step `step` in the stream NC3's features come from, for `nc3.means: epoch`
+        (a method with its own feature pass returns its own stream's; `StepSampler.epoch_of`).
+        None: the recipe's MLM stream defines the epoch."""
+        return None
+
     def step_terms(self, ctx: StepContext) -> StepTerms:
         """Loss terms of step `ctx.step` (and optionally NC3's feature pass). Default: none."""
         return StepTerms()

@@ -105,6 +105,11 @@ class StepSampler:
             out.append(int(self._order(epoch)[offset]))
         return out
 
+    def epoch_of(self, step: int) -> int:
+        """The epoch global batch `step` starts in (epochs follow each other, so a batch that spans a
+        boundary counts for the epoch of its first example)."""
+        return step * self.batch_size // self.size
+
     def local_rows(self) -> Tensor:
         """Positions within a global batch that are this worker's (contiguous, in rank order)."""
         return torch.tensor_split(torch.arange(self.batch_size), self.world_size)[self.rank]

@@ -316,8 +316,17 @@ class TrainingRecipe:
             positions=nc3.positions,
             label_shift=nc3.label_shift,
             head_transform=self.head.transform if nc3.features == "head" else None,
+            label_source=nc3.labels,
         )
+        self.regularizer.start_epoch(self._epoch())  # means "epoch" start afresh at each boundary
         self.regularizer.update(features, token_ids)
+
+    def _epoch(self) -> int:
+        """The epoch of this step in the stream NC3's features come from (the baseline's, else MLM's)."""
+        own = self.baseline.epoch_of(self.step)
+        if own is not None:
+            return own
+        return self.batches.sampler.epoch_of(self.step) if self.batches is not None else 0
 
     def _maybe_inject_failure(self) -> None:
         """Fault injection for resume tests: config["fail_after_step"] = k makes a run that did not
