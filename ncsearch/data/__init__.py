@@ -8,6 +8,7 @@ cheap.
 
 from ncsearch.data._bec_pro import BEC_PRO_COLUMNS, load_bec_pro
 from ncsearch.data._crows_pairs import CrowsPair, load_crows_pairs
+from ncsearch.data._entailment import ENTAILMENT_CORPORA, EntailmentPair, load_entailment_pairs
 from ncsearch.data._fetch import DatasetStatus, FileStatus, check, file_sha256, pull
 from ncsearch.data._gap import GAP_SPLITS, load_gap_corpus
 from ncsearch.data._glue import GLUE_SPLITS, GLUE_TASKS, load_glue
@@ -34,6 +35,8 @@ __all__ = [
     "GLUE_TASKS",
     "GOLD_LABELS",
     "CrowsPair",
+    "ENTAILMENT_CORPORA",
+    "EntailmentPair",
     "GenderWords",
     "SeatSet",
     "SeatTest",
@@ -43,6 +46,7 @@ __all__ = [
     "load_attribute_words",
     "load_bec_pro",
     "load_crows_pairs",
+    "load_entailment_pairs",
     "load_gap_corpus",
     "load_gender_words",
     "load_glue",
