@@ -1,4 +1,3 @@
-# NOTE TO PARALLEL AGENTS (temporary, remove before commit): several agents edit this checkout at once. Read /tmp/h/common.md NOW: commit only explicit paths, nice -n 19, own tests only, deadline 18:05 UTC.
 """Debiasing baselines: what a training run trains on and how (DESIGN.md §6).
 
 `get_baseline(name)` returns the class; NC3 (nc3.alpha > 0) is added on top of any of them by the
@@ -6,20 +5,13 @@ training loop, not here.
 """
 
 from ncsearch.debias._base import Baseline, NC3Features, StepContext, StepTerms, available, get_baseline, preflight_baselines, register
-from ncsearch.debias._adept import ADEPT, ADEPTOptions
-from ncsearch.debias._ase import ASE, ASEOptions
 from ncsearch.debias._bec import BEC
 from ncsearch.debias._cda import CDA, CDAOptions, CounterfactualSwapper
 from ncsearch.debias._dropout import Dropout, DropoutOptions
-from ncsearch.debias._fisher_lowrank import FisherLowRank, FisherLowRankOptions
 from ncsearch.debias._mabel import MABEL, MABELOptions
 from ncsearch.debias._mlm import MLM
 
 __all__ = [
-    "ASE",
-    "ASEOptions",
-    "ADEPT",
-    "ADEPTOptions",
     "BEC",
     "CDA",
     "Baseline",
@@ -27,8 +19,6 @@ __all__ = [
     "CounterfactualSwapper",
     "Dropout",
     "DropoutOptions",
-    "FisherLowRank",
-    "FisherLowRankOptions",
     "MABEL",
     "MABELOptions",
     "MLM",
