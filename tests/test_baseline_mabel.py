@@ -174,6 +174,7 @@ def test_batch_holds_the_pairs_unmasked_then_masked(mabel_setup, data_root, mini
     masked_rows, chosen = ids[16:], labels[16:] != -100
     assert chosen.any() and torch.equal(torch.where(chosen, ids[:16], masked_rows), ids[:16])
     assert torch.equal(labels[16:][chosen], ids[:16][chosen])  # labels hold the original tokens
+    assert [baseline.epoch_of(s) for s in (3, 318, 319)] == [0, 0, 1]  # 4 of the 1274 pairs a step
     again = baseline.batch(3)
     assert all(torch.equal(batch[k], again[k]) for k in batch)  # a pure function of the step
 

@@ -271,6 +271,10 @@ class MABEL(Baseline):
             "masked_global": torch.tensor(int((labels != IGNORE_INDEX).sum())),
         }
 
+    def epoch_of(self, step: int) -> int | None:
+        """NC3's features come from the pair stream, so its epochs are the pair stream's."""
+        return self.sampler.epoch_of(step) if hasattr(self, "sampler") else None
+
     # ----- per step -------------------------------------------------------------------------------
 
     def step_terms(self, ctx: StepContext) -> StepTerms:
