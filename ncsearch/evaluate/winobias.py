@@ -23,11 +23,19 @@ Data: uclanlp/corefBias `WinoBias/wino/data/{pro,anti}_stereotyped_type{1,2}.txt
 
 Uncertainty: the unit is a sentence pair (a sentence and its twin: same type, same number), resampled
 within its type, so that the pro − anti gaps are compared on the same pairs.
+
+Train/test overlap: a method that fine-tunes on WinoBias sentences (the `ase` baseline trains on the
+dev split, this benchmark's default) records it in the model config's `ncsearch_trained_on` (e.g.
+["winobias/dev"]), which every checkpoint keeps. Scoring a split listed there warns
+(`TrainTestOverlapWarning`, and the log): the numbers then measure what the model was taught on
+those very sentences, not its bias. A trial of such a method scores test (`Baseline.eval_options`).
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,8 +46,33 @@ import pandas as pd
 from ncsearch.errors import ConfigError, DataError
 from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, point_metrics, register, unit_weight_metrics
 
-__all__ = ["COUNTERPARTS", "WinoBiasBenchmark", "counterpart_pronouns", "masked_pronoun_request", "summarise",
-           "winobias_metrics"]
+__all__ = ["COUNTERPARTS", "TRAINED_ON_ATTR", "TrainTestOverlapWarning", "WinoBiasBenchmark", "counterpart_pronouns",
+           "masked_pronoun_request", "overlap_reason", "summarise", "winobias_metrics"]
+
+_log = logging.getLogger(__name__)
+
+#: Model-config attribute listing "<dataset>/<split>" a checkpoint was fine-tuned on (set by
+#: ncsearch.debias._ase, which spells the same name).
+TRAINED_ON_ATTR = "ncsearch_trained_on"
+
+
+class TrainTestOverlapWarning(UserWarning):
+    """The model was fine-tuned on the sentences a benchmark is about to score."""
+
+
+def overlap_reason(model: Any, split: str) -> str | None:
+    """Why scoring WinoBias `split` with `model` overlaps its training data, or None when it does not
+    (read from `model.config.ncsearch_trained_on`)."""
+    trained_on = getattr(getattr(model, "config", None), TRAINED_ON_ATTR, None) or []
+    key = f"winobias/{split}"
+    if key not in trained_on:
+        return None
+    return (
+        f"winobias split={split!r}: this model was fine-tuned on the WinoBias {split} sentences "
+        f"(config.{TRAINED_ON_ATTR}={list(trained_on)!r}; the ase baseline trains on WinoBias dev), so train and "
+        f"test overlap and winobias/* measure what it was taught on these sentences, not its bias; "
+        f"score the other split (eval.options: {{winobias: {{split: {'test' if split == 'dev' else 'dev'}}}}})"
+    )
 
 # Opposite-gender counterparts; "her" is resolved per sentence (see module docstring).
 COUNTERPARTS = {"he": "she", "she": "he", "him": "her", "his": "her", "hers": "his",
@@ -196,6 +229,10 @@ class WinoBiasBenchmark(Benchmark):
         from ncsearch.data import load_winobias
         from ncsearch.evaluate._scoring import score_masked
 
+        reason = overlap_reason(model, self.split)
+        if reason is not None:
+            warnings.warn(reason, TrainTestOverlapWarning, stacklevel=2)
+            _log.warning(reason)
         everything = load_winobias(self.data_root, self.split)
         # Twins are looked up in the whole split, so a sample keeps its counterparts right.
         opposite_of = dict(zip(((s.stereotype, s.type, s.index) for s in everything), counterpart_pronouns(everything)))
