@@ -378,8 +378,22 @@ class SearchSpec(_Strict):
 
     @model_validator(mode="after")
     def _paper_preset(self) -> SearchSpec:
-        """nc3.preset 'paper' for this baseline (before `_cross_checks`, which reads nc3.alpha)."""
+        """nc3.preset 'paper' for this baseline (before `_cross_checks`, which reads nc3.alpha): the NC3
+        settings and alpha, and the baseline's own `paper_options` (ASE as the paper ran it: its extra
+        terms off) unless its options set those keys otherwise (an error)."""
         self.nc3.apply_paper_preset(self.baseline)
+        if self.nc3.preset == "paper" and isinstance(self.baseline, str):
+            from ncsearch.debias import get_baseline
+
+            paper = get_baseline(self.baseline).paper_options
+            current = getattr(self.baseline_options, self.baseline)
+            given = {k: getattr(current, k) for k in current.model_fields_set}
+            for key, value in paper.items():
+                if key in given and given[key] != value:
+                    raise ValueError(f"nc3.preset 'paper' runs baseline {self.baseline!r} with {key}={value!r}, as the "
+                                     f"paper's code does; remove baseline_options.{self.baseline}.{key}={given[key]!r}")
+            if paper:
+                setattr(self.baseline_options, self.baseline, type(current).model_validate({**given, **paper}))
         return self
 
     @model_validator(mode="after")

@@ -424,3 +424,18 @@ def test_searched_baseline_with_paper_preset_is_an_error(tmp_path):
         load_spec(path)
     with pytest.raises(ConfigError, match="baseline is searched"):  # an explicit alpha does not help
         load_spec(path, ["nc3.alpha=5"])
+
+
+def test_paper_preset_runs_ase_as_the_paper_did_unless_its_options_disagree():
+    _registered("ase")
+    spec = _spec("ase", preset="paper")
+    assert spec.nc3.alpha == 100.0 and spec.nc3.labels == "masked_input"
+    assert spec.baseline_options.ase.preset == "paper"
+    assert (spec.baseline_options.ase.orthogonal_weight, spec.baseline_options.ase.ewc_weight) == (0.0, 0.0)
+    without = _spec("ase", alpha=100.0)
+    assert without.baseline_options.ase.ewc_weight > 0  # the method's own defaults without the preset
+    with pytest.raises(ConfigError, match=r"ewc_weight"):
+        parse_spec({"name": "t", "baseline": "ase", "nc3": {"preset": "paper"},
+                    "baseline_options": {"ase": {"ewc_weight": 0.3}},
+                    "objectives": [{"metric": "stereoset/gender/icat", "mode": "max"},
+                                   {"metric": "perplexity/pppl", "mode": "min"}]})

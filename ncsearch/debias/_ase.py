@@ -297,6 +297,7 @@ class ASE(Baseline):
     Options = ASEOptions
     options: ASEOptions
     paper_alpha = 100.0  # ase/finetune_both_nc.py: loss + 100 * loss_nc3
+    paper_options = {"preset": "paper"}  # the orthogonality and EWC terms are commented out there
     mlm_stream = False
     #: ASE trains on WinoBias dev, the benchmark's default split: its trials score test.
     eval_options: ClassVar[dict[str, dict[str, Any]]] = {"winobias": {"split": "test"}}

@@ -96,6 +96,8 @@ class Baseline:
     Options: ClassVar[type[StrictOptions]] = NoOptions
     #: NC3's alpha in the paper's code for this method (Xu et al. 2024); None: the paper did not run it.
     paper_alpha: ClassVar[float | None] = None
+    #: This method's options as the NC3 paper's code ran it, applied by `nc3.preset: paper`.
+    paper_options: ClassVar[dict[str, Any]] = {}
     #: Whether the recipe's masked-LM stream (and its loss) is part of this method.
     mlm_stream: ClassVar[bool] = True
     #: The base weights never train (adapters or a prefix do); see "Resume" in the module docstring.
