@@ -9,6 +9,7 @@ from ncsearch.debias._ase import ASE, ASEOptions
 from ncsearch.debias._bec import BEC
 from ncsearch.debias._cda import CDA, CDAOptions, CounterfactualSwapper
 from ncsearch.debias._dropout import Dropout, DropoutOptions
+from ncsearch.debias._fisher_lowrank import FisherLowRank, FisherLowRankOptions
 from ncsearch.debias._mabel import MABEL, MABELOptions
 from ncsearch.debias._mlm import MLM
 
@@ -22,6 +23,8 @@ __all__ = [
     "CounterfactualSwapper",
     "Dropout",
     "DropoutOptions",
+    "FisherLowRank",
+    "FisherLowRankOptions",
     "MABEL",
     "MABELOptions",
     "MLM",
