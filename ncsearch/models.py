@@ -137,6 +137,10 @@ def _load_checkpoint(path: str, *, shown: str) -> tuple[PreTrainedModel, PreTrai
             f"{shown!r} is not a trained masked LM: {len(missing)} weights missing (e.g. {missing[0]!r}), "
             f"they would be random{hint}"
         )
+    from ncsearch._prefix_mlm import PREFIX_DIR, load_prefix  # a prefix-tuned model (debias adept) saves one
+
+    if (Path(path) / PREFIX_DIR).is_dir():
+        model = load_prefix(model, Path(path) / PREFIX_DIR)
     return model.eval(), tokenizer
 
 

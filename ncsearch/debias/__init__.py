@@ -5,6 +5,7 @@ training loop, not here.
 """
 
 from ncsearch.debias._base import Baseline, NC3Features, StepContext, StepTerms, available, get_baseline, preflight_baselines, register
+from ncsearch.debias._adept import ADEPT, ADEPTOptions
 from ncsearch.debias._ase import ASE, ASEOptions
 from ncsearch.debias._bec import BEC
 from ncsearch.debias._cda import CDA, CDAOptions, CounterfactualSwapper
@@ -14,6 +15,8 @@ from ncsearch.debias._mabel import MABEL, MABELOptions
 from ncsearch.debias._mlm import MLM
 
 __all__ = [
+    "ADEPT",
+    "ADEPTOptions",
     "ASE",
     "ASEOptions",
     "BEC",
