@@ -377,8 +377,8 @@ class ADEPT(Baseline):
             male=words.male,
             female=words.female,
             neutral=words.neutral,
-            # the input's positions come after the prefix's (see ncsearch._prefix_mlm)
-            max_length=min(max_length, int(tokenizer.model_max_length) - self.options.prefix_length),
+            # behind a prefix, the input's positions come after the prefix's (see ncsearch._prefix_mlm)
+            max_length=min(max_length, int(tokenizer.model_max_length) - self._prefix_positions()),
             min_pair_sentences=self.options.min_pair_sentences,
         )
         sets = [*self.data.attributes, self.data.neutral]
@@ -394,6 +394,9 @@ class ADEPT(Baseline):
         ]
         self._prototypes: Tensor | None = None
         self._prototype_epoch: int | None = None
+
+    def _prefix_positions(self) -> int:
+        return self.options.prefix_length if self.options.tuning == "prefix" else 0
 
     def epoch_of(self, step: int) -> int:
         """The epoch of step `step` (0-based) in the attribute streams: floor(step * batch_size / |male|)
@@ -459,8 +462,8 @@ class ADEPT(Baseline):
         return pad_batch([e.input_ids for e in examples], self.tokenizer.pad_token_id)
 
     def prototypes(self, model: nn.Module, *, chunk: int = 64) -> Tensor:
-        """(2, S * d): the mean prompted representation of each attribute's examples, by `model` (the
-        bare prefixed masked LM) in eval mode, without gradient.
+        """(2, S * d): the mean representation of each attribute's examples by `model` (the bare trained
+        masked LM, behind its prefix if any) in eval mode, without gradient.
 
         Only sums are needed, so each distinct sentence is encoded once (a sentence holding "he" and
         "she", or "his" and "him", is an example several times), sentences of similar length share a
