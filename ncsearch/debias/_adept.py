@@ -85,7 +85,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import Field
 
 from ncsearch._options import StrictOptions
-from ncsearch.debias._base import Baseline, NC3Features, StepContext, StepTerms, register
+from ncsearch.debias._base import GENDER_WORD_FILES, Baseline, NC3Features, StepContext, StepTerms, register
 from ncsearch.errors import DataError
 
 if TYPE_CHECKING:
@@ -357,6 +357,7 @@ class ADEPT(Baseline):
     # The paper's code adds NC3 with W = model.cls.predictions.decoder; only its ADEPT-finetuning model
     # (AutoModelWithLMHead) has that head, its prefix model (BertPrefixForSequenceClassification) has none.
     paper_options = {"tuning": "full"}
+    required_files = Baseline.required_files + GENDER_WORD_FILES
     mlm_stream = False
     # A restart rebuilds the model from the original weights (which "full" also needs, as the reference
     # of the KL term) and loads `trainable_state`: the prefix, or in "full" every weight, plus the prototypes.

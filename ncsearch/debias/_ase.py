@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from ncsearch._options import StrictOptions
-from ncsearch.debias._base import Baseline, NC3Features, StepContext, StepTerms, register
+from ncsearch.debias._base import GENDER_WORD_FILES, Baseline, NC3Features, StepContext, StepTerms, register
 from ncsearch.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -303,7 +303,7 @@ class ASE(Baseline):
     eval_options: ClassVar[dict[str, dict[str, Any]]] = {"winobias": {"split": "test"}}
     required_files = tuple(
         f"winobias/{kind}_stereotyped_type{t}.txt.dev" for kind in ("pro", "anti") for t in (1, 2)
-    ) + ("words/male.txt", "words/female.txt", "words/neutral.txt", "words/bias_attribute_words.json")
+    ) + GENDER_WORD_FILES
 
     def source_corpus(self) -> list[str]:
         """The sentences ASE trains on (unmasked): WinoBias dev, all four files."""

@@ -40,9 +40,12 @@ from ncsearch.errors import ConfigError
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
-__all__ = ["Baseline", "NC3Features", "StepContext", "StepTerms", "available", "get_baseline", "preflight_baselines", "register"]
+__all__ = ["GENDER_WORD_FILES", "Baseline", "NC3Features", "StepContext", "StepTerms", "available", "get_baseline", "preflight_baselines", "register"]
 
 _BASELINES: Registry[type[Baseline]] = Registry("baseline", ConfigError)
+
+#: The files `ncsearch.data.load_gender_words` reads (pairs, and ADEPT's male/female/neutral lists).
+GENDER_WORD_FILES = ("words/bias_attribute_words.json", "words/male.txt", "words/female.txt", "words/neutral.txt")
 
 
 @dataclass

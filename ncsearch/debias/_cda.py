@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 
 from ncsearch._options import StrictOptions
-from ncsearch.debias._base import Baseline, register
+from ncsearch.debias._base import GENDER_WORD_FILES, Baseline, register
 
 __all__ = ["CDA", "CDAOptions", "CounterfactualSwapper"]
 
@@ -92,7 +92,7 @@ class CDA(Baseline):
     name = "cda"
     Options = CDAOptions
     options: CDAOptions
-    required_files = Baseline.required_files + ("words/bias_attribute_words.json",)
+    required_files = Baseline.required_files + GENDER_WORD_FILES
 
     def swapper(self) -> CounterfactualSwapper:
         from ncsearch.data import load_gender_words

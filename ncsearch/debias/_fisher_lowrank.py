@@ -79,7 +79,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import Field
 
 from ncsearch._options import StrictOptions
-from ncsearch.debias._base import Baseline, register
+from ncsearch.debias._base import GENDER_WORD_FILES, Baseline, register
 from ncsearch.debias._cda import CounterfactualSwapper
 from ncsearch.errors import ConfigError
 
@@ -250,7 +250,7 @@ class FisherLowRank(Baseline):
     options: FisherLowRankOptions
     frozen_base = True
     mlm_stream = True
-    required_files = Baseline.required_files + ("words/bias_attribute_words.json",)
+    required_files = Baseline.required_files + GENDER_WORD_FILES
 
     def preflight(self, model_path: str) -> None:
         """The data files, and whether LoRA can wrap the model: `target_modules` is checked on the

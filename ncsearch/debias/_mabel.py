@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 from pydantic import Field
 
 from ncsearch._options import StrictOptions
-from ncsearch.debias._base import Baseline, NC3Features, StepContext, StepTerms, register
+from ncsearch.debias._base import GENDER_WORD_FILES, Baseline, NC3Features, StepContext, StepTerms, register
 from ncsearch.errors import DataError
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ class MABEL(Baseline):
     paper_alpha = 10.0  # Fairness-NC-main mabel/training/model_nc.py: loss + 10 * loss_nc3
     mlm_stream = False  # its MLM is the auxiliary term on its own pair sentences
     #: The gender lists of the swapper; the entailment files depend on `corpus` (see `preflight`).
-    required_files = ("words/male.txt", "words/female.txt", "words/neutral.txt", "words/bias_attribute_words.json")
+    required_files = GENDER_WORD_FILES
 
     def preflight(self, model_path: str) -> None:
         """The gender lists and the entailment files of the chosen corpus (the SNLI/MNLI message says
