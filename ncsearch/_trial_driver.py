@@ -100,23 +100,28 @@ def trial_benchmarks(spec: SearchSpec) -> list[str]:
 def evaluation_suite(spec: SearchSpec, vocab_ids: list[int]) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """Benchmark names and options for a trial: `trial_benchmarks`, with held-out collapse on the
     trial's own V (`vocab_ids`), the spec's NC3 feature source and label shift."""
+    names = trial_benchmarks(spec)
     options = {name: dict(values) for name, values in spec.eval.options.items()}
-    _apply_baseline_eval_options(spec, options)
+    _apply_baseline_eval_options(spec, names, options)
     collapse = options.setdefault(HELDOUT_COLLAPSE, {})
     collapse.setdefault("vocab_ids", list(vocab_ids))
     collapse.setdefault("features", spec.nc3.features)
     collapse.setdefault("label_shift", spec.nc3.label_shift)
-    return trial_benchmarks(spec), options
+    return names, options
 
 
-def _apply_baseline_eval_options(spec: SearchSpec, options: dict[str, dict[str, Any]]) -> None:
+def _apply_baseline_eval_options(spec: SearchSpec, names: list[str], options: dict[str, dict[str, Any]]) -> None:
     """The trial's baseline's `eval_options` where the spec leaves them unset; a spec value that differs
     is kept, with a warning (the method trains on that data, so the score overlaps its training set)."""
     import warnings
 
     from ncsearch.debias import get_baseline
 
+    if not isinstance(spec.baseline, str):  # the search's pre-check on the open spec: trials decide
+        return
     for bench, forced in get_baseline(spec.baseline).eval_options.items():
+        if bench not in names:
+            continue
         chosen = options.setdefault(bench, {})
         for key, value in forced.items():
             if key not in chosen:

@@ -117,3 +117,36 @@ def test_bec_reads_the_gender_flipped_corpus(data_root):
 
 
 # The shared contract every registered baseline passes is tests/test_baseline_contract.py.
+
+
+def test_a_baselines_eval_options_apply_unless_the_spec_sets_them():
+    """ASE trains on WinoBias dev, so its trials score WinoBias test; a spec that asks for dev is run as
+    asked, with a warning that names the overlap."""
+    import warnings
+
+    from ncsearch._trial_driver import evaluation_suite
+    from ncsearch.config import parse_spec
+
+    def suite(**eval_spec):
+        spec = parse_spec({
+            "name": "t", "baseline": "ase", "eval": {"suite": "custom", "benchmarks": ["winobias", "stereoset"], **eval_spec},
+            "objectives": [{"metric": "stereoset/gender/icat", "mode": "max"}, {"metric": "winobias/gap", "mode": "min"}],
+        })
+        return evaluation_suite(spec, vocab_ids=[1])[1]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert suite()["winobias"] == {"split": "test"}
+    with pytest.warns(UserWarning, match=r"baseline 'ase' trains on the data of winobias split='dev'"):
+        assert suite(options={"winobias": {"split": "dev"}})["winobias"] == {"split": "dev"}
+
+
+def test_a_baselines_eval_options_skip_benchmarks_the_suite_does_not_run():
+    from ncsearch._trial_driver import evaluation_suite
+    from ncsearch.config import parse_spec
+
+    spec = parse_spec({
+        "name": "t", "baseline": "ase", "eval": {"suite": "custom", "benchmarks": ["stereoset", "perplexity"]},
+        "objectives": [{"metric": "stereoset/gender/icat", "mode": "max"}, {"metric": "perplexity/pppl", "mode": "min"}],
+    })
+    assert "winobias" not in evaluation_suite(spec, vocab_ids=[1])[1]
