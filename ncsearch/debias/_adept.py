@@ -363,23 +363,21 @@ class ADEPT(Baseline):
     # of the KL term) and loads `trainable_state`: the prefix, or in "full" every weight, plus the prototypes.
     frozen_base = True
 
-    def setup(self, tokenizer: Any, rank: int, world_size: int, seed: int, **settings: Any) -> None:
+    def build(self) -> None:
         """The three example sets of the corpus and one StepSampler each (the trial's batch size)."""
         from ncsearch.collapse import split_sentences
         from ncsearch.data import load_gender_words
         from ncsearch.training import StepSampler
 
-        super().setup(tokenizer, rank, world_size, seed, **settings)
-        batch_size, max_length = self.batch_size, self.max_length
         words = load_gender_words(self.data_root)
         self.data = collect_examples(
             split_sentences(self.source_corpus()),
-            tokenizer,
+            self.tokenizer,
             male=words.male,
             female=words.female,
             neutral=words.neutral,
             # behind a prefix, the input's positions come after the prefix's (see ncsearch._prefix_mlm)
-            max_length=min(max_length, int(tokenizer.model_max_length) - self._prefix_positions()),
+            max_length=min(self.max_length, int(self.tokenizer.model_max_length) - self._prefix_positions()),
             min_pair_sentences=self.options.min_pair_sentences,
         )
         sets = [*self.data.attributes, self.data.neutral]
@@ -390,7 +388,7 @@ class ADEPT(Baseline):
                 f"{self.options.min_pair_sentences} sentences per word; see baseline_options.adept.min_pair_sentences)"
             )
         self.samplers = [
-            StepSampler(len(examples), batch_size, seed=seed, stream=stream, rank=rank, world_size=world_size)
+            StepSampler(len(examples), self.batch_size, seed=self.seed, stream=stream, rank=self.rank, world_size=self.world_size)
             for examples, stream in zip(sets, _STREAMS)
         ]
         self._prototypes: Tensor | None = None

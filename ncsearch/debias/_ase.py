@@ -311,37 +311,23 @@ class ASE(Baseline):
 
         return [s.text for s in load_winobias(self.data_root, "dev")]
 
-    def setup(
-        self,
-        tokenizer: Any,
-        rank: int,
-        world_size: int,
-        seed: int,
-        *,
-        device: Any = None,
-        batch_size: int = 16,
-        max_length: int = 128,
-        model_path: str | None = None,
-    ) -> None:
+    def build(self) -> None:
         """The pronoun-masked examples and their step stream; with a regularizer on, the anchors taken
-        from the original model at `model_path` (see "Resume" in the module docstring)."""
+        from the original model at `self.model_path` (see "Resume" in the module docstring)."""
         from ncsearch.data import load_gender_words
         from ncsearch.training import StepSampler
 
-        super().setup(
-            tokenizer, rank, world_size, seed, device=device, batch_size=batch_size, max_length=max_length, model_path=model_path
-        )
         words = load_gender_words(self.data_root)
-        self.examples = build_examples(tokenizer, self.source_corpus(), words.neutral, max_length)
+        self.examples = build_examples(self.tokenizer, self.source_corpus(), words.neutral, self.max_length)
         if not self.examples:
             raise DataError("ASE has no WinoBias sentence with a pronoun within train.max_length")
-        self.sampler = StepSampler(len(self.examples), batch_size, seed=seed, stream=_STREAM, rank=rank, world_size=world_size)
+        self.sampler = StepSampler(len(self.examples), self.batch_size, seed=self.seed, stream=_STREAM, rank=self.rank, world_size=self.world_size)
         self.direction: Tensor | None = None
         self.anchors: EWCAnchors | None = None
         options = self.options
         if not options.needs_original:
             return
-        if model_path is None:
+        if self.model_path is None:
             raise ConfigError(
                 "baseline 'ase' with orthogonal_weight or ewc_weight > 0 anchors to the original (un-fine-tuned) "
                 "model, but setup got no model_path; a resumed full fine-tune hands prepare_model the "
@@ -350,12 +336,12 @@ class ASE(Baseline):
             )
         from ncsearch.models import load_mlm
 
-        original, _ = load_mlm(model_path, data_root=self.data_root)
-        original.to(device)
+        original, _ = load_mlm(self.model_path, data_root=self.data_root)
+        original.to(self.device)
         if options.orthogonal_weight > 0:
-            self.direction = gender_direction(original, tokenizer, words.male, words.female, max_length=max_length, device=device)
+            self.direction = gender_direction(original, self.tokenizer, words.male, words.female, max_length=self.max_length, device=self.device)
         if options.ewc_weight > 0:
-            self.anchors = diagonal_fisher(original, self.fisher_sample(), device=device)
+            self.anchors = diagonal_fisher(original, self.fisher_sample(), device=self.device)
         del original
 
     def epoch_of(self, step: int) -> int:

@@ -14,8 +14,9 @@ nc3.alpha > 0. What a baseline may declare, in the order the recipe asks:
 - **The model.** `prepare_model(model)` (after `setup`): config changes (raised dropout), frozen weights, peft
   adapters or prefixes. Only parameters left with `requires_grad` are optimized. `export_model`
   gives the plain masked LM a checkpoint saves for evaluation (adapters merged).
-- **Setup and own data.** `setup(tokenizer, rank, world_size, seed, device=)`, before the model is
-  prepared (a method may need its data to prepare the model, e.g. Fisher scores): the baseline builds its own step-indexed streams (`ncsearch.training.StepSampler`), so batch `k` is
+- **Setup and own data.** `setup(tokenizer, rank, world_size, seed, device=, batch_size=, max_length=,
+  model_path=)`, before the model is prepared (a method may need its data to prepare the model, e.g.
+  Fisher scores), keeps its arguments and calls the method's `build()`, where the baseline builds its own step-indexed streams (`ncsearch.training.StepSampler`), so batch `k` is
   a pure function of (seed, k) and a resumed run needs only the step counter.
 - **Per step.** `step_terms(ctx)` with the step, the masked MLM batch and its output, and `ctx.forward`,
   which runs further passes *through the DDP-wrapped model* (so one backward syncs every gradient).
@@ -205,7 +206,8 @@ class Baseline:
         `prepare_model`, on the worker's `device`). `batch_size` (global, over all workers) and
         `max_length` are the trial's `train` settings, which a method's own streams use unless its
         options say otherwise. `model_path` is the original (un-fine-tuned) model, which a resumed run
-        does not otherwise see (an EWC anchor needs it). Subclasses call this first. Default: no streams."""
+        does not otherwise see (an EWC anchor needs it). Every argument is kept as an attribute of the
+        same name; then `build()` makes the method's streams from them."""
         self.tokenizer = tokenizer
         self.rank = rank
         self.world_size = world_size
@@ -214,6 +216,11 @@ class Baseline:
         self.batch_size = batch_size
         self.max_length = max_length
         self.model_path = model_path
+        self.build()
+
+    def build(self) -> None:
+        """The method's own data streams and anything else it needs before `prepare_model`, read from
+        the attributes `setup` set (`self.tokenizer`, `self.rank`, ..., `self.model_path`). Default: none."""
 
     def epoch_of(self, step: int) -> int | None:
         """The epoch of step `step` in the stream NC3's features come from, for `nc3.means: epoch`

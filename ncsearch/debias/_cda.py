@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from ncsearch._options import StrictOptions
 from ncsearch.debias._base import GENDER_WORD_FILES, Baseline, register
 
-__all__ = ["CDA", "CDAOptions", "CounterfactualSwapper"]
+__all__ = ["CDA", "CDAOptions", "CounterfactualSwapper", "augment_two_sided"]
 
 # Words that typically follow "her" used as an object ("gave her a", "told her to"), not as a determiner.
 _AFTER_OBJECT = frozenset(
@@ -69,6 +69,11 @@ class CounterfactualSwapper:
         return self.swap(text)
 
 
+def augment_two_sided(texts: list[str], swap: CounterfactualSwapper) -> list[str]:
+    """Two-sided CDA: the originals, then the swapped copy of every text the swap changes."""
+    return list(texts) + [s for t, s in zip(texts, (swap(t) for t in texts)) if s != t]
+
+
 def _match_case(source: str, target: str) -> str:
     letters = [c for c in source if c.isalpha()]
     if len(letters) > 1 and all(c.isupper() for c in letters):
@@ -101,7 +106,6 @@ class CDA(Baseline):
 
     def transform_corpus(self, texts: list[str]) -> list[str]:
         swap = self.swapper()
-        swapped = [swap(t) for t in texts]
         if not self.options.two_sided:
-            return swapped
-        return list(texts) + [s for t, s in zip(texts, swapped) if s != t]
+            return [swap(t) for t in texts]
+        return augment_two_sided(texts, swap)

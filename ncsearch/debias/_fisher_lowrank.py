@@ -272,8 +272,8 @@ class FisherLowRank(Baseline):
 
     # ----- setup: the counterfactual Fisher sample --------------------------------------------------
 
-    def setup(self, tokenizer: Any, rank: int, world_size: int, seed: int, **kwargs: Any) -> None:
-        super().setup(tokenizer, rank, world_size, seed, **kwargs)
+    def build(self) -> None:
+        """The male/female Fisher batches (`prepare_model` neutralises with them)."""
         self.fisher_batches = self._fisher_batches()
 
     def counterfactual_sample(self) -> tuple[list[str], list[str]]:

@@ -189,43 +189,26 @@ class MABEL(Baseline):
     def transform_corpus(self, texts: list[str]) -> list[str]:
         """The originals plus the counterfactual of every sentence that changes (what the model sees)."""
         from ncsearch.data import load_gender_words
-        from ncsearch.debias._cda import CounterfactualSwapper
+        from ncsearch.debias._cda import CounterfactualSwapper, augment_two_sided
 
-        swap = CounterfactualSwapper(load_gender_words(self.data_root).pairs)
-        swapped = [swap(t) for t in texts]
-        return list(texts) + [s for t, s in zip(texts, swapped) if s != t]
+        return augment_two_sided(texts, CounterfactualSwapper(load_gender_words(self.data_root).pairs))
 
-    def setup(
-        self,
-        tokenizer: Any,
-        rank: int,
-        world_size: int,
-        seed: int,
-        *,
-        device: Any = None,
-        batch_size: int = 16,
-        max_length: int = 128,
-        model_path: str | None = None,
-    ) -> None:
-        """Tokenize the four sentences of every pair (each truncated to `max_length`) and build the
-        step-indexed pair stream (`batch_size` pairs a global batch)."""
+    def build(self) -> None:
+        """Tokenize the four sentences of every pair (each truncated to `self.max_length`) and build the
+        step-indexed pair stream (`self.batch_size` pairs a global batch)."""
         from ncsearch.training import StepSampler
 
-        super().setup(
-            tokenizer, rank, world_size, seed,
-            device=device, batch_size=batch_size, max_length=max_length, model_path=model_path,
-        )
-        if tokenizer.mask_token_id is None or tokenizer.pad_token_id is None:
-            raise DataError(f"tokenizer {type(tokenizer).__name__} has no mask or pad token; MABEL's MLM term needs both")
+        if self.tokenizer.mask_token_id is None or self.tokenizer.pad_token_id is None:
+            raise DataError(f"tokenizer {type(self.tokenizer).__name__} has no mask or pad token; MABEL's MLM term needs both")
         pairs = self.pairs()
         texts = [text for pair in pairs for text in pair]
-        encoded = tokenizer(texts, truncation=True, max_length=max_length, return_attention_mask=False, verbose=False)["input_ids"]
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length, return_attention_mask=False, verbose=False)["input_ids"]
         self._ids: list[tuple[list[int], ...]] = [tuple(encoded[4 * i : 4 * i + 4]) for i in range(len(pairs))]
-        self.sampler = StepSampler(len(pairs), batch_size, seed=seed, stream=_PAIR_STREAM, rank=rank, world_size=world_size)
-        self._special_ids = tuple(sorted(set(tokenizer.all_special_ids)))
-        self._pad_id = tokenizer.pad_token_id
-        self._mask_id = tokenizer.mask_token_id
-        self._vocab_size = len(tokenizer)
+        self.sampler = StepSampler(len(pairs), self.batch_size, seed=self.seed, stream=_PAIR_STREAM, rank=self.rank, world_size=self.world_size)
+        self._special_ids = tuple(sorted(set(self.tokenizer.all_special_ids)))
+        self._pad_id = self.tokenizer.pad_token_id
+        self._mask_id = self.tokenizer.mask_token_id
+        self._vocab_size = len(self.tokenizer)
 
     def batch(self, step: int) -> dict[str, Tensor]:
         """This worker's rows of global batch `step`, trimmed to their longest row.
