@@ -397,6 +397,22 @@ class SearchSpec(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _nc3_pass_has_positions(self) -> SearchSpec:
+        """A method whose NC3 features come from its own unmasked pass (MABEL, ADEPT) has no masked
+        positions to select: nc3.positions must be 'all' for it."""
+        from ncsearch.debias import get_baseline
+
+        baselines = self.baseline.args if isinstance(self.baseline, Distribution) else (self.baseline,)
+        positions = self.nc3.positions.args if isinstance(self.nc3.positions, Distribution) else (self.nc3.positions,)
+        unmasked = [b for b in baselines if get_baseline(b).nc3_pass == "unmasked"]
+        if unmasked and "masked" in positions:
+            raise ValueError(
+                f"baseline {', '.join(map(repr, unmasked))} feeds NC3 from its own unmasked pass, which has no "
+                "masked positions; set nc3.positions: all"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _cross_checks(self) -> SearchSpec:
         names = self.eval.benchmark_names()
         for i, obj in enumerate(self.objectives):

@@ -73,3 +73,18 @@ def test_fisher_lowrank_on_a_model_peft_cannot_wrap_is_one_line(tmp_path, capsys
     line = _one_line_exit_2(["train", str(space), "--out", str(tmp_path / "out")], capsys)
     assert "fisher_lowrank" in line and "DistilBert" in line
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("baseline", ["mabel", "adept", {"choice": ["mlm", "adept"]}])
+def test_an_unmasked_nc3_pass_with_masked_positions_is_one_line(baseline, tmp_path, capsys):
+    data = copy.deepcopy(BASE)
+    data.update(baseline=baseline)
+    data["nc3"]["positions"] = "masked"
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    assert cli_main(["validate", str(path)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "feeds NC3 from its own unmasked pass" in line and "nc3.positions: all" in line
+    data["nc3"]["positions"] = "all"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    assert cli_main(["validate", str(path)]) == 0

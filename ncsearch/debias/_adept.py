@@ -359,6 +359,7 @@ class ADEPT(Baseline):
     paper_options = {"tuning": "full"}
     required_files = Baseline.required_files + GENDER_WORD_FILES
     mlm_stream = False
+    nc3_pass = "unmasked"  # NC3 reads its features from this method's own unmasked pass
     # A restart rebuilds the model from the original weights (which "full" also needs, as the reference
     # of the KL term) and loads `trainable_state`: the prefix, or in "full" every weight, plus the prototypes.
     frozen_base = True

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ncsearch._options import NoOptions, StrictOptions
 from ncsearch._registry import Registry
@@ -102,6 +102,9 @@ class Baseline:
     paper_alpha: ClassVar[float | None] = None
     #: This method's options as the NC3 paper's code ran it, applied by `nc3.preset: paper`.
     paper_options: ClassVar[dict[str, Any]] = {}
+    #: The kind of pass NC3's features come from: the masked MLM pass (or a masked pass of the method's
+    #: own, with labels), or an unmasked pass of the method's own (then nc3.positions must be "all").
+    nc3_pass: ClassVar[Literal["masked", "unmasked"]] = "masked"
     #: Whether the recipe's masked-LM stream (and its loss) is part of this method.
     mlm_stream: ClassVar[bool] = True
     #: The base weights never train (adapters or a prefix do); see "Resume" in the module docstring.

@@ -153,7 +153,8 @@ class MABEL(Baseline):
     Options = MABELOptions
     options: MABELOptions
     paper_alpha = 10.0  # Fairness-NC-main mabel/training/model_nc.py: loss + 10 * loss_nc3
-    mlm_stream = False  # its MLM is the auxiliary term on its own pair sentences
+    mlm_stream = False
+    nc3_pass = "unmasked"  # NC3 reads its features from its unmasked contrastive pass
     #: The gender lists of the swapper; the entailment files depend on `corpus` (see `preflight`).
     required_files = GENDER_WORD_FILES
 
