@@ -19,7 +19,17 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ncsearch._options import StrictOptions
 from ncsearch.debias import available as available_baselines
@@ -27,12 +37,13 @@ from ncsearch.errors import ConfigError
 
 __all__ = [
     "BASELINES",
-    "BENCHMARKS",
     "DELTA_PREFIX",
     "DIST_KINDS",
+    "SUITES",
     "Distribution",
     "SearchSpec",
     "apply_overrides",
+    "benchmark_names",
     "load_spec",
     "parse_spec",
 ]
@@ -40,7 +51,6 @@ __all__ = [
 DIST_KINDS = ("choice", "uniform", "loguniform", "int", "grid")
 #: The registered debiasing baselines (ncsearch.debias owns the names and their options).
 BASELINES = tuple(available_baselines())
-BENCHMARKS = ("stereoset", "crows_pairs", "seat", "bec_pro", "winobias", "perplexity", "heldout_mlm", "glue", "collapse")
 # Bias types of StereoSet (gender, race, religion, profession) and CrowS-Pairs (the rest, and gender/religion).
 DOMAINS = (
     "gender", "race", "religion", "profession", "race-color", "socioeconomic", "nationality", "age",
@@ -48,10 +58,39 @@ DOMAINS = (
 )
 # The suite `gender` scores only the gender parts of StereoSet and CrowS-Pairs.
 SUITE_DOMAINS: dict[str, tuple[str, ...] | None] = {"gender": ("gender",), "full": None}
-SUITES: dict[str, tuple[str, ...]] = {
-    "gender": ("stereoset", "crows_pairs", "seat", "bec_pro", "winobias", "perplexity"),
-    "full": BENCHMARKS,
-}
+GENDER_SUITE = ("stereoset", "crows_pairs", "seat", "bec_pro", "winobias", "perplexity")
+
+
+def benchmark_names() -> tuple[str, ...]:
+    """The registered benchmarks, sorted (ncsearch.evaluate owns the names and their options).
+
+    Imported here, on first use, not when this module is: the benchmarks import torch, and reading
+    a search space (or `ncsearch --help`) should not need it until a benchmark name is checked.
+    """
+    from ncsearch.evaluate import available
+
+    return tuple(available())
+
+
+class _Suites(Mapping[str, tuple[str, ...]]):
+    """The named suites: `gender`, and `full` (every registered benchmark: the gender suite's, then
+    the rest in name order), read from the registry when first asked for."""
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        if name == "gender":
+            return GENDER_SUITE
+        if name == "full":
+            return GENDER_SUITE + tuple(n for n in benchmark_names() if n not in GENDER_SUITE)
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("gender", "full"))
+
+    def __len__(self) -> int:
+        return 2
+
+
+SUITES: Mapping[str, tuple[str, ...]] = _Suites()
 
 
 @dataclass(frozen=True)
@@ -267,23 +306,60 @@ class NC3Spec(_Strict):
             self.alpha = float(alpha)
 
 
+def _registered_benchmark(name: str) -> str:
+    """`name` if a benchmark is registered under it; else the registry's one-line error."""
+    names = benchmark_names()
+    if name not in names:
+        raise ValueError(f"unknown benchmark {name!r}; valid: {', '.join(names)}")
+    return name
+
+
+#: A benchmark name, checked against the registry when a spec is validated (not at import: see
+#: `benchmark_names`).
+BenchmarkName = Annotated[str, AfterValidator(_registered_benchmark)]
+
+
 class EvalSpec(_Strict):
     """The evaluation run on each trial's final checkpoint.
 
-    `options` passes keyword arguments to a benchmark (its constructor's options, checked before Ray
-    starts), e.g. `{crows_pairs: {scorers: [bias_bench, nangia]}}`.
+    `options` sets a benchmark's own options, e.g. `{crows_pairs: {scorers: [bias_bench, nangia]}}`:
+    each section is validated against that benchmark's `Options` model (declared in its module), so a
+    bad option fails here, with the file and line.
     """
 
     suite: Literal["gender", "full", "custom"] = "gender"
-    benchmarks: list[Literal[BENCHMARKS]] | None = None  # type: ignore[valid-type]
-    limits: dict[Literal[BENCHMARKS], PositiveInt] = {}  # type: ignore[valid-type]
-    options: dict[Literal[BENCHMARKS], dict[str, Any]] = {}  # type: ignore[valid-type]
+    benchmarks: list[BenchmarkName] | None = None
+    limits: dict[BenchmarkName, PositiveInt] = {}
+    options: dict[BenchmarkName, dict[str, Any]] = {}
     domains: Annotated[list[Literal[DOMAINS]], Field(min_length=1)] | None = None  # type: ignore[valid-type]
     batch_size: PositiveInt = 64
     seed: Annotated[int, Field(ge=0)] = 0
     #: Score with the exact fast path (last layer only at masked rows, oneDNN fused linears); off,
     #: only the plain Hugging Face forward (see ncsearch.evaluate._scoring.score_masked).
     fast_path: bool = True
+
+    @field_validator("options")
+    @classmethod
+    def _options_of_each_benchmark(cls, options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Each section against its benchmark's `Options` (kept as given: the benchmark validates it
+        again when built, with its defaults)."""
+        from pydantic_core import InitErrorDetails
+
+        from ncsearch.evaluate import get_benchmark
+
+        errors: list[InitErrorDetails] = []
+        for name, given in options.items():
+            try:
+                get_benchmark(name).Options.model_validate(given)
+            except ValidationError as err:
+                errors.extend(
+                    InitErrorDetails(type=e["type"], loc=(name, *e["loc"]), input=e["input"],
+                                     **({"ctx": e["ctx"]} if "ctx" in e else {}))  # type: ignore[typeddict-item]
+                    for e in err.errors()
+                )
+        if errors:
+            raise ValidationError.from_exception_data("EvalSpec.options", errors)
+        return options
 
     @model_validator(mode="after")
     def _custom_needs_list(self) -> EvalSpec:

@@ -6,7 +6,9 @@
 - results are deterministic: two fresh instances with the same seed give identical metrics;
 - details are pandas DataFrames;
 - the fast path equals the plain Hugging Face forward: metrics with `fast_path` off (no row encoder,
-  no oneDNN-packed weights) equal the default ones up to float rounding.
+  no oneDNN-packed weights) equal the default ones up to float rounding;
+- its options are a strict `Options` model whose defaults construct it, and an unknown option or a
+  bad value is one ConfigError line naming `eval.options.<name>.<field>`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import pandas as pd
 import pytest
 import torch
 
-from ncsearch.evaluate import BenchmarkResult, available, get_benchmark
+from ncsearch._options import StrictOptions
+from ncsearch.errors import ConfigError
+from ncsearch.evaluate import BenchmarkResult, available, build_benchmarks, get_benchmark
 
 # Per benchmark (small, large) limits; a pseudo-perplexity passage alone is ~60 sequences.
 LIMITS = {"perplexity": (2, 3)}
@@ -26,6 +30,54 @@ DEFAULT_LIMITS = (4, 24)
 
 def test_every_contract_benchmark_is_registered():
     assert set(available()) >= {"stereoset", "crows_pairs", "seat", "bec_pro", "winobias", "perplexity", "glue"}
+
+
+def test_config_allows_exactly_the_registered_benchmarks():
+    from ncsearch.config import SUITES, EvalSpec, benchmark_names
+
+    assert set(benchmark_names()) == set(available())
+    assert set(SUITES["full"]) == set(available()) and len(SUITES["full"]) == len(available())
+    assert set(SUITES["gender"]) <= set(available())
+    for name in available():  # every registered name is accepted where the spec names benchmarks
+        spec = EvalSpec(suite="custom", benchmarks=[name], limits={name: 2}, options={name: {}})
+        assert spec.benchmark_names() == (name,)
+
+
+@pytest.mark.parametrize("name", available())
+def test_benchmark_options_model(name, data_root):
+    cls = get_benchmark(name)
+    assert isinstance(cls.Options, type) and issubclass(cls.Options, StrictOptions)
+    assert cls.Options.__doc__
+    defaults = cls.Options()
+    built = build_benchmarks([name], data_root=data_root)[0]
+    assert type(built) is cls and built.options == defaults
+    assert cls(data_root).options == defaults  # the constructor alone gives the same defaults
+    if cls.Options.model_fields:
+        field = next(iter(cls.Options.model_fields))
+        assert cls(data_root, **{field: getattr(defaults, field)}).options == defaults  # keyword arguments work
+    bad = {"no_such_option": 1}
+    if cls.Options.model_fields:
+        bad[next(iter(cls.Options.model_fields))] = object()  # no option type takes this
+    for given, fields in [({"no_such_option": 1}, ["no_such_option"]), (bad, list(bad))]:
+        with pytest.raises(ConfigError) as info:
+            build_benchmarks([name], data_root=data_root, options={name: given})
+        message = str(info.value)
+        assert "\n" not in message, message
+        for field in fields:
+            assert f"eval.options.{name}.{field}" in message, message
+    assert "unknown option" in message
+
+
+def test_a_bad_option_is_caught_when_the_spec_is_validated():
+    from ncsearch.config import parse_spec
+
+    data = {"name": "t", "objectives": [{"metric": "stereoset/gender/icat", "mode": "max"},
+                                        {"metric": "perplexity/pppl", "mode": "min"}]}
+    with pytest.raises(ConfigError) as info:
+        parse_spec({**data, "eval": {"options": {"winobias": {"split": "train"}, "stereoset": {"x": 1}}}})
+    assert [p.split(": ")[1] for p in info.value.problems] == ["eval.options.winobias.split", "eval.options.stereoset.x"]
+    with pytest.raises(ConfigError, match=r"eval.limits.nope: unknown benchmark 'nope'; valid: bec_pro, "):
+        parse_spec({**data, "eval": {"limits": {"nope": 3}}})
 
 
 def _run(name, data_root, model, tokenizer, limit, *, fast_path=True):

@@ -74,5 +74,5 @@ def test_sampled_estimate_is_the_scaled_sum_and_has_its_own_name(tiny_mlm, data_
 def test_positions_must_be_a_positive_integer(data_root, bad):
     from ncsearch.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="positions must be a positive integer"):
+    with pytest.raises(ConfigError, match="eval.options.perplexity.positions: "):
         PerplexityBenchmark(data_root, positions=bad)

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ncsearch.config import BENCHMARKS, DOMAINS, SUITE_DOMAINS, SUITES
+from ncsearch.config import DOMAINS, SUITE_DOMAINS, SUITES, benchmark_names
 from ncsearch.errors import ConfigError
 
 
@@ -32,7 +32,7 @@ def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
     from ncsearch.stats import RESAMPLES
 
     parser.add_argument("--suite", choices=sorted(SUITES), default="gender", help="benchmark suite (default: gender)")
-    parser.add_argument("--benchmarks", nargs="+", metavar="NAME", help=f"run these instead of the suite: {', '.join(BENCHMARKS)}")
+    parser.add_argument("--benchmarks", nargs="+", metavar="NAME", help="run these instead of the suite (any registered benchmark; an unknown name lists them)")
     parser.add_argument("--limit", dest="limits", action="append", default=[], metavar="NAME=N",
                         help="cap a benchmark's examples (repeatable), e.g. --limit crows_pairs=100")
     parser.add_argument("--domains", nargs="+", metavar="TYPE",
@@ -60,9 +60,10 @@ def suite_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.resamples < 0:
         raise ConfigError(f"--resamples must be >= 0, but got {args.resamples}")
     names = list(args.benchmarks) if args.benchmarks else list(SUITES[args.suite])
-    unknown = [name for name in names if name not in BENCHMARKS]
+    valid = benchmark_names()
+    unknown = [name for name in names if name not in valid]
     if unknown:
-        raise ConfigError([f"unknown benchmark {name!r}; valid: {', '.join(BENCHMARKS)}" for name in unknown])
+        raise ConfigError([f"unknown benchmark {name!r}; valid: {', '.join(valid)}" for name in unknown])
     extra = [name for name in limits if name not in names]
     if extra:
         raise ConfigError([f"--limit {name}=... names a benchmark that is not run ({', '.join(names)})" for name in extra])
@@ -86,13 +87,14 @@ def parse_options(items: list[str]) -> dict[str, dict[str, Any]]:
 
     options: dict[str, dict[str, Any]] = {}
     problems = []
+    valid = benchmark_names() if items else ()
     for item in items:
         key, sep, raw = item.partition("=")
         name, dot, option = key.partition(".")
         if not sep or not dot or not option:
             problems.append(f"--option must be NAME.KEY=VALUE, but got {item!r}")
-        elif name not in BENCHMARKS:
-            problems.append(f"--option names an unknown benchmark {name!r}; valid: {', '.join(BENCHMARKS)}")
+        elif name not in valid:
+            problems.append(f"--option names an unknown benchmark {name!r}; valid: {', '.join(valid)}")
         else:
             try:
                 options.setdefault(name, {})[option] = yaml.safe_load(raw)
@@ -107,12 +109,13 @@ def parse_limits(items: list[str]) -> dict[str, int]:
     """`["crows_pairs=100", ...]` -> {"crows_pairs": 100}; every bad item reported at once."""
     limits: dict[str, int] = {}
     problems: list[str] = []
+    valid = benchmark_names() if items else ()
     for item in items:
         name, sep, value = item.partition("=")
         if not sep:
             problems.append(f"--limit must be NAME=N, but got {item!r}")
-        elif name not in BENCHMARKS:
-            problems.append(f"--limit names an unknown benchmark {name!r}; valid: {', '.join(BENCHMARKS)}")
+        elif name not in valid:
+            problems.append(f"--limit names an unknown benchmark {name!r}; valid: {', '.join(valid)}")
         elif not value.isdigit() or int(value) < 1:
             problems.append(f"--limit {name} must be a positive integer, but got {value!r}")
         else:

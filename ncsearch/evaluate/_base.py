@@ -15,19 +15,21 @@ every benchmark intervals and paired comparisons without knowing what it measure
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
+from ncsearch._options import NoOptions, StrictOptions
 from ncsearch._registry import Registry
-from ncsearch.errors import UserInputError
+from ncsearch.errors import ConfigError, UserInputError
 
-__all__ = ["Benchmark", "BenchmarkResult", "Resampling", "available", "get_benchmark", "point_metrics", "register",
-           "unit_weight_metrics"]
+__all__ = ["Benchmark", "BenchmarkResult", "Resampling", "available", "get_benchmark", "options_problem", "point_metrics",
+           "register", "unit_weight_metrics"]
 
 _BENCHMARKS: Registry[type[Benchmark]] = Registry("benchmark")
 
@@ -69,12 +71,18 @@ class Benchmark(abc.ABC):
     given, keeps only examples of those bias types (StereoSet domains, CrowS-Pairs bias types) before
     the limit applies; benchmarks without categories ignore it. `fast_path` is passed to
     `score_masked` by the benchmarks that score masked tokens (exact up to float rounding; off, they
-    use only the plain Hugging Face forward). Benchmark-specific options are keyword arguments of the
-    subclass's constructor (`eval.options` in a search space).
+    use only the plain Hugging Face forward).
+
+    Benchmark-specific options (`eval.options.<name>` in a search space) are declared by `Options`, a
+    strict pydantic model with the published defaults; they are passed as further keyword arguments,
+    validated by the base constructor and kept as `self.options` (a bad one is a one-line ConfigError
+    naming `eval.options.<name>.<field>`).
     """
 
     name: ClassVar[str]
     resampling: ClassVar[Resampling]
+    #: The benchmark's own options (not the common ones above); see the class docstring.
+    Options: ClassVar[type[StrictOptions]] = NoOptions
     #: Metric keys (fnmatch patterns) that reports show by default.
     headline: ClassVar[tuple[str, ...]] = ()
     #: Metric keys (fnmatch patterns) that measure bias (the fairness side of a trade-off).
@@ -89,13 +97,26 @@ class Benchmark(abc.ABC):
         seed: int = 0,
         domains: tuple[str, ...] | None = None,
         fast_path: bool = True,
+        **options: Any,
     ):
+        self.options = self.validate_options(options)
         self.data_root = Path(data_root)
         self.limit = limit
         self.batch_size = batch_size
         self.seed = seed
         self.domains = tuple(domains) if domains else None
         self.fast_path = fast_path
+
+    @classmethod
+    def validate_options(cls, options: Mapping[str, Any] | StrictOptions | None) -> StrictOptions:
+        """`options` as this benchmark's `Options` (defaults filled in); any problem is one ConfigError
+        line naming `eval.options.<name>.<field>`."""
+        if isinstance(options, cls.Options):
+            return options
+        try:
+            return cls.Options.model_validate(dict(options or {}))
+        except ValidationError as err:
+            raise ConfigError("; ".join(options_problem(cls, err, prefix=f"eval.options.{cls.name}"))) from None
 
     def in_domains(self, items: list[Any], key: str = "bias_type") -> list[Any]:
         """The items whose `key` is one of `self.domains` (all items when no domains are set)."""
@@ -132,7 +153,32 @@ def point_metrics(cls: type[Benchmark], table: pd.DataFrame) -> dict[str, float]
     return unit_weight_metrics(cls.metrics_from_weights, table)
 
 
-register = _BENCHMARKS.register
+def options_problem(cls: type[Benchmark], err: ValidationError, *, prefix: str) -> list[str]:
+    """One line per problem of `err` (from `cls.Options`): `<prefix>.<field>: <what is wrong>`."""
+    problems = []
+    errors = err.errors()
+    for e in errors:
+        if any(len(o["loc"]) > len(e["loc"]) and o["loc"][:len(e["loc"])] == e["loc"] for o in errors):
+            continue  # a list's length after its bad items were dropped: the items' errors say it
+        where = prefix + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            takes = ", ".join(cls.Options.model_fields)
+            msg = f"unknown option; {cls.name} takes: {takes}" if takes else f"unknown option; {cls.name} takes no options"
+        elif e["type"] not in ("value_error", "assertion_error", "missing") and "input" in e:
+            msg = f"{msg} (got {e['input']!r})"
+        problems.append(f"{where}: {msg}")
+    return problems
+
+
+def register(cls: type[Benchmark]) -> type[Benchmark]:
+    """Class decorator: make a benchmark available by its `name` (its `Options` must be a strict
+    options model, so unknown keys in a spec are errors)."""
+    if not (isinstance(cls.Options, type) and issubclass(cls.Options, StrictOptions)):
+        raise TypeError(f"benchmark {cls.__name__}.Options must subclass ncsearch._options.StrictOptions")
+    return _BENCHMARKS.register(cls)
+
+
 available = _BENCHMARKS.available
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from ncsearch.errors import ConfigError, NcsearchError, UserInputError
+from ncsearch.errors import NcsearchError, UserInputError
 from ncsearch.evaluate._base import Benchmark, BenchmarkResult, get_benchmark
 from ncsearch.evaluate._scoring import report_progress
 from ncsearch.stats import LEVEL, RESAMPLES, SEED
@@ -59,15 +59,12 @@ def build_benchmarks(
         unknown = sorted(set(given) - set(names))
         if unknown:
             raise UserInputError(f"{what} given for benchmarks not in the suite: {', '.join(map(repr, unknown))}")
-    out = []
-    for name, cls in zip(names, classes):
-        try:
-            out.append(cls(Path(data_root), limit=limits.get(name), batch_size=batch_size, seed=seed,
-                           domains=tuple(domains) if domains else None, fast_path=fast_path,
-                           **dict(options.get(name, {}))))
-        except TypeError as err:  # an option the benchmark's constructor does not take
-            raise ConfigError(f"eval.options.{name}: {err}".replace("__init__() ", "")) from None
-    return out
+    # Every benchmark's options against its `Options` model first (one ConfigError line each, naming
+    # eval.options.<name>.<field>), so no benchmark is built while another's options are wrong.
+    validated = [cls.validate_options(options.get(name, {})) for name, cls in zip(names, classes)]
+    return [cls(Path(data_root), limit=limits.get(name), batch_size=batch_size, seed=seed,
+                domains=tuple(domains) if domains else None, fast_path=fast_path, **dict(checked))
+            for name, cls, checked in zip(names, classes, validated)]
 
 
 def run_suite(
@@ -89,8 +86,8 @@ def run_suite(
 ) -> BenchmarkResult:
     """Score `model` on each named benchmark, in order, and merge the results.
 
-    `limits` maps benchmark names to example caps (absent: no cap); `options` to keyword arguments of
-    the benchmark (e.g. {"crows_pairs": {"scorers": ["bias_bench", "nangia"]}}); `domains` keeps only
+    `limits` maps benchmark names to example caps (absent: no cap); `options` to the benchmark's own
+    options, validated by its `Options` model (e.g. {"crows_pairs": {"scorers": ["bias_bench", "nangia"]}}); `domains` keeps only
     those bias types in the benchmarks that have them (the `gender` suite passes ("gender",));
     `fast_path` off scores with the plain Hugging Face forward only (`score_masked`).
     Metrics are merged flat; with `resamples` > 0 each metric also gets a percentile bootstrap interval

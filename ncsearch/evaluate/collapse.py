@@ -20,17 +20,18 @@ s_c are recomputed for each resample, as `ncsearch collapse` does for its interv
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
+from ncsearch._options import StrictOptions
 from ncsearch.errors import ConfigError
 from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, point_metrics, register
 
-__all__ = ["CollapseBenchmark", "collapse_from_weights"]
+__all__ = ["CollapseBenchmark", "CollapseOptions", "collapse_from_weights"]
 
 
 def collapse_from_weights(table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
@@ -49,6 +50,22 @@ def collapse_from_weights(table: pd.DataFrame, weights: np.ndarray) -> dict[str,
     return {"collapse/unc3": np.sqrt(np.where(var >= 0, var, np.nan)), "collapse/nc3": 1.0 - mean}
 
 
+class CollapseOptions(StrictOptions):
+    """Options of `collapse` (`eval.options.collapse`); a trial sets the first three to its own V and
+    NC3 settings unless the spec does."""
+
+    #: The token ids of V (a list or tuple); None: the gender word lists under policy `single`.
+    vocab_ids: Annotated[list[int], Field(strict=False)] | None = None
+    #: Last encoder layer, or the MLM transform's output.
+    features: Literal["encoder", "head"] = "encoder"
+    #: The feature at t is paired with the token at t + `label_shift`.
+    label_shift: Literal[0, 1] = 0
+    #: Tokens per passage, truncated beyond.
+    max_length: Annotated[int, Field(ge=8)] = 64
+    #: Classes of V with fewer tokens than this are left out.
+    min_count: Annotated[int, Field(ge=1)] = 2
+
+
 @register
 class CollapseBenchmark(Benchmark):
     """NC3 / UNC3 on V over held-out GAP validation passages (`limit`: the first N passages)."""
@@ -57,27 +74,14 @@ class CollapseBenchmark(Benchmark):
     resampling = Resampling("classes", "vocabulary classes (words of V)", key=("token_id",))
     headline = ("collapse/unc3",)
 
-    def __init__(
-        self,
-        data_root: Path,
-        *,
-        vocab_ids: Sequence[int] | None = None,
-        features: str = "encoder",
-        label_shift: int = 0,
-        max_length: int = 64,
-        min_count: int = 2,
-        **common: Any,
-    ):
-        super().__init__(data_root, **common)  # limit, batch_size, seed, domains
-        if features not in ("encoder", "head"):
-            raise ConfigError(f"collapse features must be 'encoder' or 'head', got {features!r}")
-        if label_shift not in (0, 1):
-            raise ConfigError(f"collapse label_shift must be 0 or 1, got {label_shift!r}")
-        if min_count < 1 or max_length < 8:
-            raise ConfigError(f"collapse needs min_count >= 1 and max_length >= 8, got {min_count}, {max_length}")
-        self.vocab_ids = None if vocab_ids is None else [int(i) for i in vocab_ids]
-        self.features, self.label_shift = features, label_shift
-        self.max_length, self.min_count = max_length, min_count
+    Options = CollapseOptions
+
+    def __init__(self, data_root: Path, **kwargs: Any):
+        super().__init__(data_root, **kwargs)  # limit, batch_size, seed, domains and `CollapseOptions`
+        o = self.options
+        self.vocab_ids = None if o.vocab_ids is None else [int(i) for i in o.vocab_ids]
+        self.features, self.label_shift = o.features, o.label_shift
+        self.max_length, self.min_count = o.max_length, o.min_count
 
     @classmethod
     def metrics_from_weights(cls, table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:

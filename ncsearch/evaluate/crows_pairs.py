@@ -29,18 +29,20 @@ import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
-from ncsearch.errors import ConfigError
+from ncsearch._options import StrictOptions
 from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, register, unit_weight_metrics
 from ncsearch.evaluate._scoring import MaskedRequest, score_masked
 from ncsearch.evaluate._select import take_stratified
 
 __all__ = [
     "CrowsPairsBenchmark",
+    "CrowsPairsOptions",
     "PairPlan",
     "aggregate_crows",
     "crows_metrics",
@@ -240,6 +242,14 @@ def score_pairs(
     return table
 
 
+class CrowsPairsOptions(StrictOptions):
+    """Options of `crows_pairs` (`eval.options.crows_pairs`)."""
+
+    #: Which scores to compute: "bias_bench" (bias-bench's likelihood score) and/or "nangia" (Nangia
+    #: et al.'s pseudo-log-likelihood score, about six times the work). A list or tuple.
+    scorers: Annotated[list[Literal[SCORERS]], Field(min_length=1, strict=False)] = Field(default_factory=lambda: ["bias_bench"])  # type: ignore[valid-type]
+
+
 @register
 class CrowsPairsBenchmark(Benchmark):
     """CrowS-Pairs: bias-bench's likelihood score and, when asked for, Nangia et al.'s
@@ -255,13 +265,11 @@ class CrowsPairsBenchmark(Benchmark):
     resampling = Resampling("pairs", "sentence pairs", key=("pair",), strata=("bias_type",))
     headline = ("crows_pairs/*/score", "crows_pairs/*/likelihood_diff")
     bias_measures = ("crows_pairs/*/abs_bias", "crows_pairs/*/likelihood_diff")
+    Options = CrowsPairsOptions
 
-    def __init__(self, data_root: Path, *, scorers: Sequence[str] = ("bias_bench",), **common: Any):
-        super().__init__(data_root, **common)  # limit, batch_size, seed, domains
-        unknown = [s for s in scorers if s not in SCORERS]
-        if unknown or not scorers:
-            raise ConfigError(f"crows_pairs scorers must be a non-empty list of {', '.join(SCORERS)}, got {list(scorers)!r}")
-        self.scorers = tuple(dict.fromkeys(scorers))
+    def __init__(self, data_root: Path, **kwargs: Any):
+        super().__init__(data_root, **kwargs)  # limit, batch_size, seed, domains and `CrowsPairsOptions`
+        self.scorers = tuple(dict.fromkeys(self.options.scorers))
 
     @classmethod
     def metrics_from_weights(cls, table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:

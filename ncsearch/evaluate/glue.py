@@ -27,15 +27,17 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
+from ncsearch._options import StrictOptions
 from ncsearch.errors import ConfigError
 from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, point_metrics, register
 
-__all__ = ["TASKS", "GlueBenchmark", "GlueTask", "accuracy", "f1_binary", "glue_metrics", "matthews_corr", "pearson",
+__all__ = ["TASKS", "GlueBenchmark", "GlueOptions", "GlueTask", "accuracy", "f1_binary", "glue_metrics", "matthews_corr", "pearson",
            "spearman"]
 
 
@@ -219,6 +221,33 @@ def glue_metrics(table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarr
     return metrics
 
 
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class GlueOptions(StrictOptions):
+    """Options of `glue` (`eval.options.glue`): which tasks, and the short fine-tune of each."""
+
+    #: GLUE tasks to fine-tune and score (a list or tuple).
+    tasks: Annotated[list[Literal[tuple(TASKS)]], Field(min_length=1, strict=False)] = Field(default_factory=lambda: list(TASKS))  # type: ignore[valid-type]
+    #: Training examples per task (a seeded sample); `limit`, when given, takes its place.
+    max_train: PositiveInt = 1000
+    #: Dev examples per task (a seeded sample); `limit`, when given, takes its place.
+    max_dev: PositiveInt = 1000
+    epochs: PositiveInt = 3
+    #: At most this many optimizer steps per task.
+    max_steps: PositiveInt = 200
+    train_batch_size: PositiveInt = 16
+    #: Learning rate of the encoder, and of the new classification head.
+    lr: Annotated[float, Field(gt=0)] = 5e-5
+    head_lr: Annotated[float, Field(gt=0)] = 1e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    warmup_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
+    #: Dropout before the head.
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    #: Tokens per (pair of) sentence(s), truncated beyond.
+    max_length: Annotated[int, Field(ge=8)] = 128
+
+
 @register
 class GlueBenchmark(Benchmark):
     """Short seeded fine-tunes on CoLA, MRPC, RTE, STS-B and WNLI.
@@ -231,42 +260,23 @@ class GlueBenchmark(Benchmark):
     name = "glue"
     resampling = Resampling("examples", "dev examples", key=("task", "example"), strata=("task",))
     headline = ("glue/average",)
+    Options = GlueOptions
 
     @classmethod
     def metrics_from_weights(cls, table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
         return glue_metrics(table, weights)
 
-    def __init__(
-        self,
-        data_root: Path,
-        *,
-        tasks: Sequence[str] = tuple(TASKS),
-        max_train: int = 1000,
-        max_dev: int = 1000,
-        epochs: int = 3,
-        max_steps: int = 200,
-        train_batch_size: int = 16,
-        lr: float = 5e-5,
-        head_lr: float = 1e-3,
-        weight_decay: float = 0.01,
-        warmup_ratio: float = 0.1,
-        dropout: float = 0.1,
-        max_length: int = 128,
-        **common: Any,
-    ):
-        super().__init__(data_root, **common)  # limit, batch_size, seed, domains
-        limit = self.limit
-        unknown = [t for t in tasks if t not in TASKS]
-        if unknown or not tasks:
-            raise ConfigError(f"unknown GLUE task(s) {unknown or list(tasks)!r}; valid: {', '.join(TASKS)}")
+    def __init__(self, data_root: Path, **kwargs: Any):
+        super().__init__(data_root, **kwargs)  # limit, batch_size, seed, domains and `GlueOptions`
+        limit, o = self.limit, self.options
         if limit is not None and limit < 2:
             raise ConfigError(f"glue limit must be at least 2, got {limit}")
-        self.tasks = tuple(tasks)
-        self.max_train = limit if limit is not None else max_train
-        self.max_dev = limit if limit is not None else max_dev
-        self.epochs, self.max_steps, self.train_batch_size = epochs, max_steps, train_batch_size
-        self.lr, self.head_lr, self.weight_decay = lr, head_lr, weight_decay
-        self.warmup_ratio, self.dropout, self.max_length = warmup_ratio, dropout, max_length
+        self.tasks = tuple(o.tasks)
+        self.max_train = limit if limit is not None else o.max_train
+        self.max_dev = limit if limit is not None else o.max_dev
+        self.epochs, self.max_steps, self.train_batch_size = o.epochs, o.max_steps, o.train_batch_size
+        self.lr, self.head_lr, self.weight_decay = float(o.lr), float(o.head_lr), float(o.weight_decay)
+        self.warmup_ratio, self.dropout, self.max_length = float(o.warmup_ratio), float(o.dropout), o.max_length
 
     def _encode(self, tokenizer: Any, frame: pd.DataFrame) -> list[list[int]]:
         ids = []

@@ -20,17 +20,18 @@ Uncertainty: passages are resampled (a passage's patterns and tokens stay togeth
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
-from ncsearch.errors import ConfigError
+from ncsearch._options import StrictOptions
 from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, point_metrics, register
 from ncsearch.evaluate._scoring import MaskedRequest, score_masked
 from ncsearch.evaluate.perplexity import PerplexityBenchmark, held_out_passages, passage_table
 
-__all__ = ["HeldoutMLMBenchmark", "masked_requests"]
+__all__ = ["HeldoutMLMBenchmark", "HeldoutMLMOptions", "masked_requests"]
 
 LOSS = "heldout_mlm/loss"
 
@@ -60,6 +61,15 @@ def masked_requests(
     return requests, owners
 
 
+class HeldoutMLMOptions(StrictOptions):
+    """Options of `heldout_mlm` (`eval.options.heldout_mlm`)."""
+
+    #: Seeded mask patterns per passage.
+    masks: Annotated[int, Field(ge=1)] = 4
+    #: Share of a passage's tokens each pattern masks.
+    mlm_probability: Annotated[float, Field(gt=0, lt=1)] = 0.15
+
+
 @register
 class HeldoutMLMBenchmark(Benchmark):
     """Masked-LM loss on held-out GAP validation passages at fixed seeded masks (lower is better)."""
@@ -68,14 +78,11 @@ class HeldoutMLMBenchmark(Benchmark):
     max_length: ClassVar[int] = PerplexityBenchmark.max_length  # the same truncated passages
     resampling = Resampling("passages", "passages", key=("passage",))
     headline = (LOSS,)
+    Options = HeldoutMLMOptions
 
-    def __init__(self, data_root: Any, *, masks: int = 4, mlm_probability: float = 0.15, **common: Any):
-        super().__init__(data_root, **common)
-        if isinstance(masks, bool) or not isinstance(masks, int) or masks < 1:
-            raise ConfigError(f"heldout_mlm: masks must be a positive integer (patterns per passage), not {masks!r}")
-        if isinstance(mlm_probability, bool) or not isinstance(mlm_probability, (int, float)) or not 0 < mlm_probability < 1:
-            raise ConfigError(f"heldout_mlm: mlm_probability must be in (0, 1), not {mlm_probability!r}")
-        self.masks, self.mlm_probability = masks, float(mlm_probability)
+    def __init__(self, data_root: Any, **kwargs: Any):
+        super().__init__(data_root, **kwargs)  # common settings and `HeldoutMLMOptions`
+        self.masks, self.mlm_probability = self.options.masks, float(self.options.mlm_probability)
 
     @classmethod
     def metrics_from_weights(cls, table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:

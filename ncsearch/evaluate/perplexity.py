@@ -24,16 +24,17 @@ sampling variance (the usual ultimate-cluster bootstrap of a two-stage sample).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
-from ncsearch.errors import ConfigError
+from ncsearch._options import StrictOptions
 from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, point_metrics, register
 from ncsearch.evaluate._scoring import MaskedRequest, score_masked
 
-__all__ = ["PerplexityBenchmark", "held_out_passages", "passage_table", "pppl_requests", "pseudo_perplexity"]
+__all__ = ["PerplexityBenchmark", "PerplexityOptions", "held_out_passages", "passage_table", "pppl_requests", "pseudo_perplexity"]
 
 EXACT, SAMPLED = "perplexity/pppl", "perplexity/pppl_sampled"
 
@@ -95,6 +96,14 @@ def pseudo_perplexity(token_logprobs: Sequence[float]) -> float:
     return float(np.exp(-values.mean()))
 
 
+class PerplexityOptions(StrictOptions):
+    """Options of `perplexity` (`eval.options.perplexity`)."""
+
+    #: Tokens scored per passage, drawn without replacement with the benchmark's seed (also gives
+    #: `perplexity/pppl_sampled`); None: every token (the exact pseudo-perplexity only).
+    positions: Annotated[int, Field(ge=1)] | None = None
+
+
 @register
 class PerplexityBenchmark(Benchmark):
     """Pseudo-perplexity of the masked LM on GAP validation passages (lower is better)."""
@@ -103,12 +112,11 @@ class PerplexityBenchmark(Benchmark):
     max_length: ClassVar[int] = 64
     resampling = Resampling("passages", "passages", key=("passage",))
     headline = (EXACT, SAMPLED)
+    Options = PerplexityOptions
 
-    def __init__(self, data_root: Any, *, positions: int | None = None, **common: Any):
-        super().__init__(data_root, **common)
-        if positions is not None and (isinstance(positions, bool) or not isinstance(positions, int) or positions < 1):
-            raise ConfigError(f"perplexity: positions must be a positive integer (tokens per passage), not {positions!r}")
-        self.positions = positions
+    def __init__(self, data_root: Any, **kwargs: Any):
+        super().__init__(data_root, **kwargs)  # common settings and `PerplexityOptions`
+        self.positions = self.options.positions
 
     @classmethod
     def metrics_from_weights(cls, table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:

@@ -32,16 +32,19 @@ import itertools
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
+from ncsearch._options import StrictOptions
 from ncsearch.errors import ConfigError
 from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, point_metrics, register
 
 __all__ = [
     "DEFAULT_TESTS",
+    "SeatOptions",
     "seat_metrics",
     "SeatBenchmark",
     "association",
@@ -204,6 +207,17 @@ def seat_metrics(table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarr
     return metrics
 
 
+class SeatOptions(StrictOptions):
+    """Options of `seat` (`eval.options.seat`)."""
+
+    #: SEAT tests to run (file names under seat/ without .jsonl; a missing one is a DataError). A list or tuple.
+    tests: Annotated[list[str], Field(min_length=1, strict=False)] = Field(default_factory=lambda: list(DEFAULT_TESTS))
+    #: Sentence embedding: mean over tokens, or the [CLS] state.
+    pooling: Literal["mean", "cls"] = "mean"
+    #: Permutation-test partitions (exact when C(2n, n) is at most this; bias-bench: 100,000).
+    n_samples: Annotated[int, Field(ge=1)] = N_SAMPLES
+
+
 @register
 class SeatBenchmark(Benchmark):
     """SEAT effect sizes and p-values for the gender tests (weat6, 6b, 7, 7b, 8, 8b, sentence versions).
@@ -216,29 +230,20 @@ class SeatBenchmark(Benchmark):
     resampling = Resampling("sentences", "sentences", key=("test", "role", "text"), strata=("test", "role"))
     headline = ("seat/mean_abs_effect_size",)
     bias_measures = ("seat/*effect_size",)
+    Options = SeatOptions
 
     @classmethod
     def metrics_from_weights(cls, table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
         return seat_metrics(table, weights)
 
-    def __init__(
-        self,
-        data_root: Path,
-        *,
-        tests: Sequence[str] = DEFAULT_TESTS,
-        pooling: Literal["mean", "cls"] = "mean",
-        n_samples: int = N_SAMPLES,
-        **common: Any,
-    ):
-        super().__init__(data_root, **common)  # limit, batch_size, seed, domains
+    def __init__(self, data_root: Path, **kwargs: Any):
+        super().__init__(data_root, **kwargs)  # limit, batch_size, seed, domains and `SeatOptions`
         limit = self.limit
-        if pooling not in ("mean", "cls"):
-            raise ConfigError(f"seat pooling must be 'mean' or 'cls', got {pooling!r}")
         if limit is not None and limit < 2:
             raise ConfigError(f"seat limit must be at least 2 (the effect size needs a spread), got {limit}")
-        self.tests = tuple(tests)
-        self.pooling = pooling
-        self.n_samples = n_samples
+        self.tests = tuple(self.options.tests)
+        self.pooling = self.options.pooling
+        self.n_samples = self.options.n_samples
 
     def _sets(self) -> dict[str, dict[str, list[str]]]:
         """{test: {"targ1": [...], "targ2": [...], "attr1": [...], "attr2": [...]}} after de-duplication

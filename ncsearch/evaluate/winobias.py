@@ -38,15 +38,16 @@ import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from ncsearch.errors import ConfigError, DataError
+from ncsearch._options import StrictOptions
+from ncsearch.errors import DataError
 from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, point_metrics, register, unit_weight_metrics
 
-__all__ = ["COUNTERPARTS", "TRAINED_ON_ATTR", "TrainTestOverlapWarning", "WinoBiasBenchmark", "counterpart_pronouns",
+__all__ = ["COUNTERPARTS", "TRAINED_ON_ATTR", "TrainTestOverlapWarning", "WinoBiasBenchmark", "WinoBiasOptions", "counterpart_pronouns",
            "masked_pronoun_request", "overlap_reason", "summarise", "winobias_metrics"]
 
 _log = logging.getLogger(__name__)
@@ -183,6 +184,13 @@ def summarise(table: pd.DataFrame, prefix: str = "winobias") -> dict[str, float]
     return unit_weight_metrics(winobias_metrics, table, prefix)
 
 
+class WinoBiasOptions(StrictOptions):
+    """Options of `winobias` (`eval.options.winobias`)."""
+
+    #: "dev" (model selection should not see the test set) or "test".
+    split: Literal["dev", "test"] = "dev"
+
+
 @register
 class WinoBiasBenchmark(Benchmark):
     """Pronoun accuracy and probability on pro- vs anti-stereotypical WinoBias sentences.
@@ -195,6 +203,7 @@ class WinoBiasBenchmark(Benchmark):
     resampling = Resampling("sentences", "sentence pairs (pro/anti twins)", key=("type", "index"), strata=("type",))
     headline = ("winobias/acc_gap", "winobias/prob_gap")
     bias_measures = ("winobias/acc_gap", "winobias/prob_gap")
+    Options = WinoBiasOptions
 
     @classmethod
     def metrics_from_weights(cls, table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
@@ -206,11 +215,9 @@ class WinoBiasBenchmark(Benchmark):
             metrics |= winobias_metrics(table[rows], weights[:, rows], prefix=f"winobias/type{kind}")
         return metrics
 
-    def __init__(self, data_root: Path, *, split: str = "dev", **common: Any):
-        super().__init__(data_root, **common)  # limit, batch_size, seed, domains
-        if split not in ("dev", "test"):
-            raise ConfigError(f"winobias split must be 'dev' or 'test', got {split!r}")
-        self.split = split
+    def __init__(self, data_root: Path, **kwargs: Any):
+        super().__init__(data_root, **kwargs)  # limit, batch_size, seed, domains and `WinoBiasOptions`
+        self.split = self.options.split
 
     def _sample(self, sentences: list[Any]) -> list[Any]:
         if self.limit is None:
