@@ -7,7 +7,7 @@ import torch
 
 from ncsearch.config import BASELINES, BaselineOptions
 from ncsearch.data import load_gap_corpus, load_gender_words
-from ncsearch.debias import BEC, CDA, MLM, Baseline, CounterfactualSwapper, Dropout, available, get_baseline
+from ncsearch.debias import BEC, CDA, MLM, CounterfactualSwapper, Dropout, available, get_baseline
 from ncsearch.errors import ConfigError
 
 

@@ -9,7 +9,6 @@ Part of the default suite (about 70 s): a crashed trial must never stop a search
 from __future__ import annotations
 
 import optuna
-import pytest
 from mlflow import MlflowClient
 
 from conftest_search import SMOKE, run

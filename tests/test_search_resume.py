@@ -15,7 +15,6 @@ import subprocess
 import time
 
 import optuna
-import pytest
 from mlflow import MlflowClient
 
 from conftest_search import REPO, SMOKE, env, kill_group, ncsearch, run
