@@ -237,7 +237,7 @@ def test_paper_preset_runs_adept_finetuning():
     }
     parsed = parse_spec(spec)
     assert parsed.baseline_options.adept.tuning == "full" and parsed.nc3.alpha == 5.0
-    assert parse_spec({**spec, "nc3": {"alpha": 0.0}}).baseline_options.adept.tuning == "prefix"
+    assert parse_spec({**spec, "nc3": {"alpha": 0.0, "positions": "all"}}).baseline_options.adept.tuning == "prefix"
 
 
 def test_prototypes_are_the_mean_word_representation_of_each_attribute(tiny_mlm, data_root):

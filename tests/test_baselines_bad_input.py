@@ -47,8 +47,17 @@ def test_an_unknown_baseline_option_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.fixture(scope="module")
+def adapted_model(data_root):
+    """The test session's minilm-l6, adapted here if needed: its adaptation prints progress, which is
+    not what these tests look at."""
+    from ncsearch.models import ensure_model
+
+    return ensure_model("minilm-l6", data_root=data_root)
+
+
 @pytest.mark.parametrize(("baseline", "missing"), [("ase", "winobias"), ("adept", "words"), ("mabel", "glue")])
-def test_a_baseline_whose_data_is_missing_is_one_line_before_ray(baseline, missing, tmp_path, data_root, capsys):
+def test_a_baseline_whose_data_is_missing_is_one_line_before_ray(baseline, missing, tmp_path, data_root, adapted_model, capsys):
     partial = tmp_path / "data"
     partial.mkdir()
     for entry in data_root.iterdir():

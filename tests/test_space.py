@@ -145,8 +145,8 @@ def test_shipped_search_spaces_translate(name):
     assert plan.param_space and not plan.notes
     assert len(plan.metrics) >= 2
     if name == "baseline":
-        assert plan.num_samples == 4 and plan.controls == 4  # NC3 on per baseline, each beside its own control
-        assert plan.expected_runs == 16
+        assert plan.num_samples == 8 and plan.controls == 8  # NC3 on per baseline, each beside its own control
+        assert plan.expected_runs == 32
     if name == "alpha":
         assert plan.expected_runs == 8  # 3 alphas x 2 seeds + the control x 2 seeds
     if name == "modes":
