@@ -10,44 +10,15 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
 
 import pytest
 import yaml
 
-from ncsearch.config import parse_spec
 
 from conftest_search import run as run_cli
-from test_train import BASE
+from test_train import BASE, make_spec, model_path, ray_session  # noqa: F401 (fixtures)
 
 NEW_METHODS = ("mabel", "ase", "adept", "fisher_lowrank")
-
-
-def make_spec(**overrides: Any):
-    data = copy.deepcopy(BASE)
-    for dotted, value in overrides.items():
-        node = data
-        *parents, last = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = value
-    return parse_spec(data)
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def model_path(data_root):
-    from ncsearch.models import ensure_model
-
-    return ensure_model("minilm-l6", data_root=data_root)
 
 
 @pytest.mark.parametrize("baseline", NEW_METHODS)
