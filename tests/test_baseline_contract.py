@@ -67,16 +67,10 @@ def tiny_model_dir(tmp_path_factory, minilm_tokenizer) -> Path:
     from transformers import BertConfig, BertForMaskedLM
 
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=minilm_tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
+    from tiny_models import TINY_BERT
+
+    config = BertConfig(vocab_size=minilm_tokenizer.vocab_size, **TINY_BERT,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     folder = tmp_path_factory.mktemp("tiny-mlm")
     BertForMaskedLM(config).save_pretrained(folder)
     minilm_tokenizer.save_pretrained(folder)

@@ -29,3 +29,8 @@ def tiny_masked_lm(family: str, *, vocab: int, hidden: int, layers: int, heads: 
         return DistilBertForMaskedLM(DistilBertConfig(vocab_size=vocab, dim=hidden, n_layers=layers, n_heads=heads,
                                                       hidden_dim=intermediate, max_position_embeddings=max_positions))
     raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
+
+
+#: The tiny BERT of the `tiny_mlm` fixture (2 layers, 32-d), besides its vocabulary size.
+TINY_BERT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+             "max_position_embeddings": 128}
