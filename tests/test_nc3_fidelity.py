@@ -100,16 +100,18 @@ def _bec_batches():
         [(0, 3, MASK), (0, 4, 25), (1, 2, 3), (2, 1, MASK), (2, 5, MASK)],
         [(0, 2, MASK), (1, 5, MASK), (1, 6, 20), (2, 2, MASK)],
     ]
-    out = []
-    for step, (original, masked) in enumerate(zip(originals, masking)):
-        inputs = original.clone()
-        labels = torch.full_like(original, -100)
-        for row, pos, token in masked:
-            labels[row, pos] = original[row, pos]
-            inputs[row, pos] = token
-        attention = (original != PAD).long()
-        out.append((_hidden(*original.shape, seed=100 + step), inputs, labels, attention))
-    return out
+    return [_masked_batch(original, masked, seed=100 + step) for step, (original, masked) in enumerate(zip(originals, masking))]
+
+
+def _masked_batch(original: torch.Tensor, replaced: list[tuple[int, int, int]], *, seed: int):
+    """(hidden, input ids, MLM labels, attention) of a batch whose (row, position) get `token` in the
+    input and their original token as the label."""
+    inputs = original.clone()
+    labels = torch.full_like(original, -100)
+    for row, pos, token in replaced:
+        labels[row, pos] = original[row, pos]
+        inputs[row, pos] = token
+    return _hidden(*original.shape, seed=seed), inputs, labels, (original != PAD).long()
 
 
 def _ase_batches():
@@ -119,16 +121,8 @@ def _ase_batches():
         torch.tensor([[2, 11, 7, 9, 4, PAD, PAD], [2, 3, 8, 20, 7, 25, 4], [2, 20, 5, 11, 3, 4, PAD]]),
     ]
     pronouns = [[(0, 2), (1, 1), (2, 3)], [(0, 2), (1, 1), (2, 4)]]
-    out = []
-    for step, (original, where) in enumerate(zip(originals, pronouns)):
-        inputs = original.clone()
-        labels = torch.full_like(original, -100)
-        for row, pos in where:
-            labels[row, pos] = original[row, pos]
-            inputs[row, pos] = MASK
-        attention = (original != PAD).long()
-        out.append((_hidden(*original.shape, seed=200 + step), inputs, labels, attention))
-    return out
+    return [_masked_batch(original, [(row, pos, MASK) for row, pos in where], seed=200 + step)
+            for step, (original, where) in enumerate(zip(originals, pronouns))]
 
 
 def _adept_batches():
