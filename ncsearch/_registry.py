@@ -1,7 +1,8 @@
 """A name -> class registry, shared by the debiasing baselines and the evaluation benchmarks.
 
-Both are plug-in points a researcher extends with a decorated class; both must answer an unknown name
-with a one-line error that lists the valid ones, raised as the user-input error of their layer.
+Both are plug-in points a researcher extends with a decorated class that declares its name and its
+options model; both must answer an unknown name with a one-line error that lists the valid ones, raised
+as the user-input error of their layer.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ class Registry(Generic[T]):
         self._classes: dict[str, T] = {}
 
     def register(self, cls: T) -> T:
-        """Class decorator: make `cls` available by its `name`."""
+        """Class decorator: make `cls` available by its `name`. Its `Options` must be a strict options
+        model (ncsearch._options.StrictOptions), so unknown keys in a spec are errors."""
+        from ncsearch._options import StrictOptions
+
+        options = getattr(cls, "Options", None)
+        if not (isinstance(options, type) and issubclass(options, StrictOptions)):
+            raise TypeError(f"{self.kind} {cls.__name__}.Options must subclass ncsearch._options.StrictOptions")
         self._classes[cls.name] = cls
         return cls
 

@@ -171,12 +171,8 @@ def options_problem(cls: type[Benchmark], err: ValidationError, *, prefix: str) 
     return problems
 
 
-def register(cls: type[Benchmark]) -> type[Benchmark]:
-    """Class decorator: make a benchmark available by its `name` (its `Options` must be a strict
-    options model, so unknown keys in a spec are errors)."""
-    if not (isinstance(cls.Options, type) and issubclass(cls.Options, StrictOptions)):
-        raise TypeError(f"benchmark {cls.__name__}.Options must subclass ncsearch._options.StrictOptions")
-    return _BENCHMARKS.register(cls)
+#: Class decorator: make a benchmark available by its `name` (its `Options` must be a strict options model).
+register = _BENCHMARKS.register
 
 
 available = _BENCHMARKS.available
