@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from ncsearch.config import BASELINES, parse_spec
+from gloo_group import gloo_group
 
 # Baselines whose defaults change dropout get it switched off: 2 workers draw different dropout masks
 # than 1 (the masks are seeded per rank), so equality at step 1 needs a deterministic forward.
@@ -206,16 +207,11 @@ def test_nc3_adds_on_top(baseline, reference_runs, tiny_model_dir, data_root, tm
 
 
 def _ddp_worker(rank: int, baseline: str, model_dir: str, data_root: str, store: str, init_file: str) -> None:
-    import torch.distributed as dist
-
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    try:
+    with gloo_group(rank, 2, f"file://{init_file}"):
         reports, _ = run_local(baseline, Path(model_dir), Path(data_root), Path(store) / f"rank{rank}", steps=1)
         if rank == 0:
             (Path(store) / "reports.json").write_text(json.dumps(reports))
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("baseline", BASELINES)

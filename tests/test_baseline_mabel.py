@@ -13,6 +13,7 @@ from ncsearch.data import EntailmentPair, load_entailment_pairs, load_gender_wor
 from ncsearch.debias import MABEL, CounterfactualSwapper, StepContext, get_baseline
 from ncsearch.debias._mabel import CounterfactualPair, alignment_loss, counterfactual_pairs, info_nce
 from ncsearch.errors import DataError
+from gloo_group import gloo_group
 
 # ----- data -----------------------------------------------------------------------------------------
 
@@ -116,20 +117,15 @@ def test_alignment_loss_on_hand_made_embeddings():
 
 
 def _gather_worker(rank: int, init_file: str, out_dir: str) -> None:
-    import torch.distributed as dist
-
     from ncsearch.debias._mabel import _gather_rows
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    try:
+    with gloo_group(rank, 2, f"file://{init_file}"):
         rows = _EMBEDDINGS[[0, 1, 2] if rank == 0 else [3, 4]].clone().requires_grad_(True)  # uneven shares
         every = _gather_rows(rows, [3, 2])
         loss = info_nce(every, every.flip(0), 0.5)
         loss.backward()
         torch.save({"loss": loss.detach(), "grad": rows.grad}, f"{out_dir}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 _EMBEDDINGS = torch.tensor([[1.0, 0.0, 0.5], [0.0, 1.0, 0.0], [1.0, 1.0, -1.0], [0.3, -0.2, 1.0], [-1.0, 0.5, 0.5]])

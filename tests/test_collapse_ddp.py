@@ -10,6 +10,7 @@ import torch
 import torch.multiprocessing as mp
 
 from ncsearch.collapse import NC3Regularizer, select_pairs
+from gloo_group import gloo_group
 
 V = [3, 7, 11, 20, 33]
 VOCAB, D, B, T = 40, 5, 6, 9
@@ -50,16 +51,11 @@ def _run(rows: slice, means: str):
 
 
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        torch.set_num_threads(1)
+    torch.set_num_threads(1)
+    with gloo_group(rank, world, f"tcp://127.0.0.1:{port}"):
         half = B // world
         for means in MODES:  # one spawn for every mode: process start-up dominates the test's time
             torch.save(_run(slice(rank * half, (rank + 1) * half), means), Path(out_dir) / f"{means}{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def _free_port() -> int:
