@@ -159,6 +159,7 @@ def trial_driver(config: dict[str, Any], context: TrialContext) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from ncsearch._eval_store import write_eval
+    from ncsearch._node import node_identity
     from ncsearch.evaluate import run_suite
     from ncsearch.models import load_mlm, tokenizer_fingerprint
     from ncsearch.paths import RunLayout
@@ -211,6 +212,7 @@ def trial_driver(config: dict[str, Any], context: TrialContext) -> None:
     final.update(flat_intervals(result.intervals))
     final.update(train)
     final.update(timings)
+    final.update(node_identity())
     final.update({FINAL_KEY: 1.0, EVAL_DIR_KEY: str(eval_dir), CHECKPOINT_KEY: str(outcome.checkpoint_dir),
                   TOKENIZER_KEY: fingerprint, "step": int(outcome.metrics.get("step", spec.train.steps))})
     tune.report(final)

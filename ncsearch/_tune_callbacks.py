@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from ncsearch._node import NODE_ID_KEY, NODE_IP_KEY
 from ncsearch._trial_driver import (
     CHECKPOINT_KEY,
     EVAL_DIR_KEY,
@@ -125,7 +126,9 @@ class TrackingCallback(Callback):
         metrics = final_metrics(result, self.benchmarks(), train=False)  # train/* is logged step by step
         self.tracker.finish_trial(trial.trial_id, metrics, artifact_dir=result.get(EVAL_DIR_KEY),
                                   tags={"ncsearch.checkpoint": str(result.get(CHECKPOINT_KEY, "")),
-                                        "ncsearch.tokenizer": str(result.get(TOKENIZER_KEY, ""))},
+                                        "ncsearch.tokenizer": str(result.get(TOKENIZER_KEY, "")),
+                                        "ncsearch.node_id": str(result.get(NODE_ID_KEY, "")),
+                                        "ncsearch.node_ip": str(result.get(NODE_IP_KEY, ""))},
                                   step=int(result.get("step", 0)))
         self._summarise_ready(trials, ended=trial)
 
