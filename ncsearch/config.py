@@ -208,7 +208,9 @@ class TrainSpec(_Strict):
     #: about 1.5x the tokens/s of fp32 on a CPU with native bf16 (AVX512-BF16/AMX) or a bf16 GPU, but
     #: the loss curve is no longer the fp32 one, so compare runs at the same precision (a control
     #: shares its configuration's). "auto": bf16 where the device has it natively, else fp32.
-    precision: Literal["auto", "fp32", "bf16"] = "fp32"
+    #: "fp16": float16 autocast with a dynamic loss scaler (torch.amp.GradScaler), GPU only
+    #: (`resources.gpus_per_worker` > 0; refused on CPU, where float16 autocast is emulated).
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
 
 
 class VocabSpec(_Strict):
@@ -516,6 +518,9 @@ class SearchSpec(_Strict):
         if self.search.control and _always_zero(self.nc3.alpha):
             raise ValueError("search.control trains an alpha = 0 twin of every configuration, but nc3.alpha is "
                              "fixed at 0 here: each trial would be its own control; search alpha or drop search.control")
+        if self.train.precision == "fp16" and self.resources.gpus_per_worker == 0:
+            raise ValueError("train.precision: fp16 needs a CUDA GPU (resources.gpus_per_worker > 0); float16 "
+                             "autocast on CPU is emulated and several times slower than fp32: use bf16 or fp32")
         sources = self.nc3.vocab.source
         uses_file = sources == "file" or (isinstance(sources, Distribution) and "file" in sources.args)
         if uses_file and not self.nc3.vocab.file:

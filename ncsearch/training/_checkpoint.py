@@ -4,7 +4,7 @@ Layout of a checkpoint folder (one per `checkpoint_every` steps and one at the e
 
     model/          save_pretrained model + tokenizer: loadable with ncsearch.models.load_mlm(path)
     state.pt        optimizer, LR scheduler, NC3 statistics, step, a frozen-base baseline's trained
-                    tensors (written by rank 0)
+                    tensors, the fp16 loss scaler's state (written by rank 0)
     meta.json       step, steps, seed, world size, the last reported metrics, the NC3 vocabulary's
                     token ids (human-readable; `read_meta`)
 
@@ -39,6 +39,8 @@ class TrainState:
     #: A frozen-base baseline's trained tensors (adapters, prefix), by parameter name; else empty.
     baseline: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    #: The fp16 GradScaler's state_dict (scale, growth tracker); {} for fp32 and bf16 runs.
+    scaler: dict[str, Any] = field(default_factory=dict)
 
 
 def write_checkpoint(folder: Path, *, model: Any, tokenizer: Any, state: TrainState) -> None:
@@ -48,7 +50,7 @@ def write_checkpoint(folder: Path, *, model: Any, tokenizer: Any, state: TrainSt
     tokenizer.save_pretrained(folder / MODEL_DIR)
     torch.save(
         {"step": state.step, "optimizer": state.optimizer, "scheduler": state.scheduler, "nc3": state.nc3,
-         "baseline": state.baseline},
+         "baseline": state.baseline, "scaler": state.scaler},
         folder / STATE_FILE,
     )
     (folder / META_FILE).write_text(json.dumps({"step": state.step, **state.meta}, indent=2, sort_keys=True), encoding="utf-8")
@@ -61,7 +63,7 @@ def read_state(folder: Path) -> TrainState:
     meta_path = folder / META_FILE
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
     return TrainState(step=int(raw["step"]), optimizer=raw["optimizer"], scheduler=raw["scheduler"], nc3=raw["nc3"],
-                      baseline=raw.get("baseline", {}), meta=meta)
+                      baseline=raw.get("baseline", {}), meta=meta, scaler=raw.get("scaler", {}))
 
 
 def read_meta(folder: Path) -> dict[str, Any]:

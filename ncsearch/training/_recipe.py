@@ -35,7 +35,13 @@ from ncsearch.errors import TrialError
 from ncsearch.training._checkpoint import MODEL_DIR, TrainState, read_state, write_checkpoint
 from ncsearch.training._data import MLMBatches, chunk_corpus
 from ncsearch.training._optim import adamw, linear_warmup_decay
-from ncsearch.training._precision import autocast_for, resolve_precision
+from ncsearch.training._precision import (
+    apply_device_settings,
+    autocast_for,
+    batch_to_device,
+    grad_scaler_for,
+    resolve_precision,
+)
 from ncsearch.training._seeding import derive_seed, seed_everything
 from ncsearch.training._worker import WorkerRuntime
 
@@ -168,6 +174,7 @@ class TrainingRecipe:
         else:
             _, model, self.tokenizer = restored
         self.device = self.runtime.device
+        self.pin_memory = apply_device_settings(self.device).pin_memory  # TF32 and pinned copies on CUDA only
         self.baseline.setup(
             self.tokenizer, self.rank, self.world_size, spec.train.seed,
             device=self.device, batch_size=spec.train.batch_size, max_length=spec.train.max_length,
@@ -198,6 +205,8 @@ class TrainingRecipe:
         precision = resolve_precision(spec.train.precision, self.device)  # "auto" decided for this device
         self.autocast = autocast_for(precision, self.device)
         self.bf16 = float(precision == "bf16")
+        self.scaler = grad_scaler_for(precision, self.device)  # enabled for fp16 only
+        self.skipped_steps = 0
         self.scheduler = _build_scheduler(self.optimizer, spec.train)
         self.step = 0
         self.last_metrics: dict[str, float] = {}
@@ -205,9 +214,12 @@ class TrainingRecipe:
             self.optimizer.load_state_dict(state.optimizer)
             self.scheduler.load_state_dict(state.scheduler)
             self.regularizer.load_state_dict(state.nc3)
+            if state.scaler and self.scaler.is_enabled():
+                self.scaler.load_state_dict(state.scaler)
             _move_statistics(self.regularizer, self.device)
             self.step = state.step
             self.last_metrics = dict(state.meta.get("metrics", {}))
+            self.skipped_steps = int(self.last_metrics.get("train/skipped_steps", 0))
         self.resumed_from = self.step
 
     def _restore(self, *, load_model: bool = True) -> tuple[TrainState, Any, Any] | None:
@@ -241,7 +253,7 @@ class TrainingRecipe:
             batch = output = None
             with self.autocast():
                 if self.batches is not None:
-                    batch = {k: v.to(self.device) for k, v in self.batches.batch(self.step).items()}
+                    batch = batch_to_device(self.batches.batch(self.step), self.device, pin_memory=self.pin_memory)
                     output = self.wrapped(batch["input_ids"], batch["attention_mask"], batch["labels"])
                 terms = self.baseline.step_terms(
                     StepContext(self.step, self.wrapped, self.model, self.device, batch, output)
@@ -261,10 +273,11 @@ class TrainingRecipe:
 
             lr = self.optimizer.param_groups[0]["lr"]
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()  # disabled scaler (fp32, bf16): loss.backward() itself
             if train.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
-            self.optimizer.step()
+            self._optimizer_step()
             self.scheduler.step()
             self.step += 1
 
@@ -291,9 +304,24 @@ class TrainingRecipe:
                         "train/peak_rss_mb": _peak_rss_mb(),
                     }
                 )
+                if self.scaler.is_enabled():
+                    metrics["train/skipped_steps"] = float(self.skipped_steps)
                 self._report(metrics, save=save)
                 window.reset()
                 self._maybe_inject_failure()
+
+    def _optimizer_step(self) -> None:
+        """optimizer.step() through the scaler: under fp16 a step with inf/NaN gradients is skipped and
+        the scale lowered (counted, and reported as train/skipped_steps); the step counter and the
+        schedule advance all the same (`train`)."""
+        if not self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)  # = self.optimizer.step()
+            return
+        scale = self.scaler.get_scale()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scaler.get_scale() < scale:  # a skipped first step makes torch warn that the LR
+            self.skipped_steps += 1  # scheduler stepped before the optimizer: expected, harmless
 
     def _update_statistics(self, source: Any, batch: dict[str, torch.Tensor] | None, output: Any) -> None:
         """Feed NC3's class statistics from the baseline's own pass when it names one, else from the
@@ -369,6 +397,7 @@ class TrainingRecipe:
                     optimizer=self.optimizer.state_dict(),
                     scheduler=self.scheduler.state_dict(),
                     nc3=self.regularizer.state_dict(),
+                    scaler=self.scaler.state_dict(),
                     baseline=self.baseline.trainable_state(self.model) if self.baseline.frozen_base else {},
                     meta={
                         "steps": self.spec.train.steps,
