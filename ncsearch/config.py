@@ -339,6 +339,10 @@ class EvalSpec(_Strict):
     #: Score with the exact fast path (last layer only at masked rows, oneDNN fused linears); off,
     #: only the plain Hugging Face forward (see ncsearch.evaluate._scoring.score_masked).
     fast_path: bool = True
+    #: Arithmetic of the scoring forward (ncsearch/evaluate/_precision.py): "fp32" (today's scores)
+    #: or "bf16" (bfloat16 autocast on the plain forward, fast path off; log-probs still float64).
+    #: `ncsearch eval --precision bf16` measures the deviation from fp32 on a checkpoint.
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     @field_validator("options")
     @classmethod

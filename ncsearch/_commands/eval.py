@@ -5,13 +5,21 @@ resampling unit; progress bars while scoring) and, with `--json OUT`, writes the
 per-example table as a CSV next to it (`OUT-stem.<benchmark>.<table>.csv`).
 
 JSON keys: `metrics` {key: value}; `intervals` {key: [low, high]}; `resampling` {benchmark: unit}
-(what was resampled); `bootstrap` {resamples, seed, level, method}.
+(what was resampled); `bootstrap` {resamples, seed, level, method}; `precision`; `seconds` (scoring and
+bootstrap wall time).
+
+`--precision bf16` scores under bfloat16 autocast (ncsearch.evaluate._precision) and, so that the cost
+in accuracy is measured rather than assumed, scores the same checkpoint in fp32 too: it prints every
+headline metric's deviation (bf16 - fp32) and the time of each run, and the JSON gains
+`fp32_reference` {metrics, seconds} and `deviation` {headline metric: bf16 - fp32}. The main table
+and `metrics` are the bf16 scores.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +32,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     add_suite_arguments(parser)
     parser.add_argument("--json", dest="json_out", type=Path, metavar="OUT", help="write metrics JSON here (+ CSVs beside it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="scoring arithmetic (default fp32); bf16 also scores in fp32 and prints each headline "
+                             "metric's deviation (bf16 - fp32) and both times")
 
 
 def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
@@ -155,6 +166,37 @@ def _print_table(metrics: dict[str, float], intervals: dict[str, tuple[float, fl
     Console().print(table)
 
 
+def _scoring_seconds(result: Any) -> float:
+    """Seconds spent scoring (bootstrap excluded), from the suite's timings table."""
+    return float(result.details["suite/timings"]["seconds"].sum())
+
+
+def _print_deviations(names: list[str], reference: Any, reference_s: float, result: Any, seconds: float,
+                      precision: str) -> dict[str, Any]:
+    """Print each headline metric at fp32 and at `precision` with the deviation, and both times;
+    return the JSON additions (`fp32_reference`, `deviation`)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ncsearch.evaluate._precision import deviations
+
+    found = deviations(names, reference.metrics, result.metrics)
+    table = Table(title=f"ncsearch eval: {precision} against fp32 on the same checkpoint (headline metrics)")
+    for column in ("metric", "fp32", precision, f"{precision} - fp32"):
+        table.add_column(column, justify="left" if column == "metric" else "right", no_wrap=True)
+    for d in found:
+        table.add_row(d.metric, f"{d.fp32:.6g}", f"{d.bf16:.6g}", f"{d.deviation:+.3g}")
+    fp32_scoring, scoring = _scoring_seconds(reference), _scoring_seconds(result)
+    table.caption = (f"scoring time: fp32 {fp32_scoring:.1f} s, {precision} {scoring:.1f} s "
+                     f"(fp32 / {precision}: {fp32_scoring / max(scoring, 1e-9):.2f}x)")
+    Console().print(table)
+    return {
+        "fp32_reference": {"metrics": reference.metrics, "seconds": reference_s, "scoring_seconds": fp32_scoring},
+        "scoring_seconds": scoring,
+        "deviation": {d.metric: d.deviation for d in found},
+    }
+
+
 def main(args: argparse.Namespace) -> int:
     settings = suite_settings(args)
     names = settings.pop("benchmarks")
@@ -166,10 +208,22 @@ def main(args: argparse.Namespace) -> int:
     data_root = resolve_data_root(args.data_dir)
     benchmarks = build_benchmarks(names, data_root=data_root, **settings)  # bad options fail before the model loads
     model, tokenizer = load_mlm(args.model, data_root=data_root)
+    precision = getattr(args, "precision", "fp32")
+    reference = None
+    if precision != "fp32":  # the fp32 scores of the same checkpoint, to measure the deviation against
+        start = time.perf_counter()
+        reference = run_suite(model, tokenizer, names, data_root=data_root, **settings, progress=not args.no_progress,
+                              resamples=0)
+        reference_s = time.perf_counter() - start
+    start = time.perf_counter()
     result = run_suite(model, tokenizer, names, data_root=data_root, **settings, progress=not args.no_progress,
-                       resamples=args.resamples)
+                       resamples=args.resamples, precision=precision)
+    seconds = time.perf_counter() - start
     units = {name: type(b).resampling.describe() for name, b in zip(names, benchmarks)}
     _print_table(result.metrics, result.intervals, units)
+    comparison: dict[str, Any] = {}
+    if reference is not None:
+        comparison = _print_deviations(names, reference, reference_s, result, seconds, precision)
     if args.json_out is not None:
         from ncsearch.stats import LEVEL, SEED
 
@@ -182,6 +236,9 @@ def main(args: argparse.Namespace) -> int:
             "intervals": {key: list(span) for key, span in result.intervals.items()},
             "resampling": units,
             "bootstrap": {"resamples": args.resamples, "seed": SEED, "level": LEVEL, "method": "percentile"},
+            "precision": precision,
+            "seconds": seconds,
+            **comparison,
         }
         written = _write_outputs(args.json_out, payload, result.details)
         print(f"wrote {written[0]} and {len(written) - 1} CSV table(s) beside it")

@@ -83,20 +83,25 @@ def run_suite(
     resamples: int = RESAMPLES,
     interval_seed: int = SEED,
     level: float = LEVEL,
+    precision: str = "fp32",
 ) -> BenchmarkResult:
     """Score `model` on each named benchmark, in order, and merge the results.
 
     `limits` maps benchmark names to example caps (absent: no cap); `options` to the benchmark's own
     options, validated by its `Options` model (e.g. {"crows_pairs": {"scorers": ["bias_bench", "nangia"]}}); `domains` keeps only
     those bias types in the benchmarks that have them (the `gender` suite passes ("gender",));
-    `fast_path` off scores with the plain Hugging Face forward only (`score_masked`).
+    `fast_path` off scores with the plain Hugging Face forward only (`score_masked`). `precision`
+    "bf16" scores under bfloat16 autocast with the fast path off (`ncsearch.evaluate._precision`);
+    "fp32" (the default) is the plain arithmetic.
     Metrics are merged flat; with `resamples` > 0 each metric also gets a percentile bootstrap interval
     over its benchmark's resampling unit (`result.intervals`). Details are keyed "<benchmark>/<table>",
-    plus "suite/timings" (seconds per benchmark, scoring and bootstrap apart). Unknown names, limits
+    plus "suite/timings" (seconds per benchmark, scoring and bootstrap apart, and the precision). Unknown names, limits
     and options raise before anything runs.
     """
+    from ncsearch.evaluate._precision import scoring_context, scoring_fast_path
     from ncsearch.evaluate._resample import intervals as bootstrap_intervals
 
+    fast_path = scoring_fast_path(precision, fast_path)
     benchmarks = build_benchmarks(names, data_root=data_root, limits=limits, options=options,
                                   batch_size=batch_size, seed=seed, domains=domains, fast_path=fast_path)
     metrics: dict[str, float] = {}
@@ -118,7 +123,7 @@ def run_suite(
 
                 hook_context = report_progress(hook)
             start = time.perf_counter()
-            with hook_context:
+            with hook_context, scoring_context(precision, model):
                 result = benchmark.score(model, tokenizer)
             seconds = time.perf_counter() - start
             if bars is not None:
@@ -137,6 +142,7 @@ def run_suite(
                 details[f"{name}/{table_name}"] = table
             timings.append({"benchmark": name, "seconds": seconds, "bootstrap_seconds": bootstrap_seconds,
                             "limit": limits.get(name) if limits else None,
-                            "unit": type(benchmark).resampling.describe()})
-    details["suite/timings"] = pd.DataFrame(timings, columns=["benchmark", "seconds", "bootstrap_seconds", "limit", "unit"])
+                            "unit": type(benchmark).resampling.describe(), "precision": precision})
+    details["suite/timings"] = pd.DataFrame(timings, columns=["benchmark", "seconds", "bootstrap_seconds", "limit", "unit",
+                                                              "precision"])
     return BenchmarkResult(metrics, details, spans)
