@@ -74,7 +74,7 @@ def test_fp32_default_is_the_plain_suite_and_the_timings_name_the_precision(tiny
     from ncsearch.evaluate import run_suite
 
     model, tokenizer = tiny_mlm
-    common = dict(data_root=data_root, limits={"stereoset": 6, "crows_pairs": 6}, progress=False, resamples=0)
+    common = {"data_root": data_root, "limits": {"stereoset": 6, "crows_pairs": 6}, "progress": False, "resamples": 0}
     default = run_suite(model, tokenizer, ["stereoset", "crows_pairs"], **common)
     explicit = run_suite(model, tokenizer, ["stereoset", "crows_pairs"], **common, precision="fp32")
     bf16 = run_suite(model, tokenizer, ["stereoset", "crows_pairs"], **common, precision="bf16")

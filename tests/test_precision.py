@@ -171,9 +171,8 @@ def contract():
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory, minilm_tokenizer):
-    from transformers import BertConfig, BertForMaskedLM
-
     from tiny_models import TINY_BERT
+    from transformers import BertConfig, BertForMaskedLM
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=minilm_tokenizer.vocab_size, **TINY_BERT,
@@ -229,6 +228,7 @@ def test_a_scaled_run_resumes_exactly_with_the_scaler_state(contract, monkeypatc
     _cpu_scaler(monkeypatch, init_scale=2.0**16)
     reports, weights = contract.run_local("mlm", tiny_dir, data_root, tmp_path / "full", alpha=10.0)
     crashed, _ = contract.run_local("mlm", tiny_dir, data_root, tmp_path, alpha=10.0, fail_after_step=2)
+    assert crashed[-1]["step"] == 2
     checkpoint = tmp_path / "checkpoints" / "checkpoint_000002"
     saved = read_state(checkpoint).scaler
     assert saved["scale"] == 2.0**18  # grown once per finite step (growth_interval 1)
