@@ -1,7 +1,9 @@
 """One evaluated checkpoint on disk: its metrics, intervals, identity and per-example tables.
 
-A trial writes this folder (`RunLayout.trial_eval_dir`) and logs it to its MLflow run as the artifact
-folder `eval/`; `ncsearch compare` and the search analysis read it back from either place. Keeping
+A trial's workers write this folder into the trial's final checkpoint (`eval/`, training/_evaluate.py);
+the search's tracking callback makes it `RunLayout.trial_eval_dir` on the driver's node (a link, or a
+copy when the checkpoint is in remote storage: `local_eval_dir`) and logs it to the trial's MLflow run
+as the artifact folder `eval/`; `ncsearch compare` and the search analysis read it back from either place. Keeping
 the per-example tables is what lets two checkpoints be compared example by example, long after the
 models are gone.
 
@@ -24,7 +26,7 @@ import pandas as pd
 from ncsearch._atomic import atomic_write
 from ncsearch.errors import UserInputError
 
-__all__ = ["EvalRecord", "read_eval", "write_eval"]
+__all__ = ["EvalRecord", "local_eval_dir", "read_eval", "write_eval"]
 
 METRICS_FILE = "metrics.json"
 INTERVALS_FILE = "intervals.json"
@@ -88,3 +90,26 @@ def read_eval(folder: str | Path) -> EvalRecord:
     identity = json.loads(identity_path.read_text(encoding="utf-8")) if identity_path.is_file() else {}
     return EvalRecord(root, {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
                       {k: (float(v[0]), float(v[1])) for k, v in spans.items()}, identity)
+
+
+def local_eval_dir(location: str | Path, folder: str | Path) -> Path:
+    """The evaluation folder at `location` (a trial's, in its final checkpoint) made available as
+    `folder` on this machine, which is returned: a symbolic link when `location` is a local or mounted
+    path, else (an s3:// or gs:// URI) a copy made through pyarrow once (a complete copy holds
+    metrics.json, written last)."""
+    import os
+
+    target = Path(folder)
+    text = str(location)
+    if "://" not in text:
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(os.path.relpath(text, target.parent), target)
+        return target
+    if not (target / METRICS_FILE).is_file():
+        from pyarrow import fs
+
+        source, path = fs.FileSystem.from_uri(text)
+        target.mkdir(parents=True, exist_ok=True)
+        fs.copy_files(path, str(target), source_filesystem=source, destination_filesystem=fs.LocalFileSystem())
+    return target

@@ -14,7 +14,9 @@ NODE_IP_KEY = "ncsearch/node_ip"
 
 
 def node_identity() -> dict[str, str]:
-    """{NODE_ID_KEY: the Ray node id, NODE_IP_KEY: its IP} of this process (inside a Ray worker)."""
+    """{NODE_ID_KEY: the Ray node id, NODE_IP_KEY: its IP} of this process (the id is "" outside Ray,
+    e.g. in a plain torch process group)."""
     import ray
 
-    return {NODE_ID_KEY: ray.get_runtime_context().get_node_id(), NODE_IP_KEY: ray.util.get_node_ip_address()}
+    node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    return {NODE_ID_KEY: node_id, NODE_IP_KEY: ray.util.get_node_ip_address()}

@@ -3,10 +3,14 @@
 A Tune trial is one training run: configuration C (the searched values Optuna proposed) at
 replicate r (training seed `train.seed + r`), or C's seed-matched control (alpha = 0). Which one is
 carried in the trial's config under the `ncsearch.*` keys below, set by the replicate searcher
-(`ncsearch._replicates`); everything else in the config is a searched value. The trial driver trains
-the run on Ray Train V2, evaluates the final checkpoint (the spec's suite plus held-out collapse on
-the trial's own vocabulary V), writes the evaluation folder (`ncsearch._eval_store`) and reports
-the final result, which carries `FINAL_KEY`, the metrics, their intervals and the train/* values.
+(`ncsearch._replicates`); everything else in the config is a searched value.
+
+The trial driver only coordinates: it asks Ray for no CPU or GPU, and it reads no checkpoint. It
+launches the run on Ray Train V2, whose workers train and then evaluate the final model on their own
+devices (the spec's suite plus held-out collapse on the trial's own vocabulary V; see
+training/_evaluate.py) and store the evaluation folder in the final checkpoint. The driver checks the
+objectives and reports the final result, which carries `FINAL_KEY`, the metrics, their intervals,
+the train/* values, where the checkpoint and its evaluation folder are, and the node it ran on.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ncsearch.config import SearchSpec, parse_spec
@@ -142,10 +147,24 @@ class TrialContext:
     run_dir: str
     data_root: str
     model_path: str
+    #: Where trials' Ray Train runs keep checkpoints (and so their evaluation folders): a local or NFS
+    #: folder, or an s3:// / gs:// URI (pyarrow); None: `<run_dir>/trials`.
+    trial_storage: str | None = None
+    #: {"model": ..., "data": ...} `ncsearch._assets.ShippedFolder`s for nodes that lack `model_path`
+    #: or `data_root`; None: every node has them (one machine, NFS).
+    assets: dict[str, Any] | None = None
+
+    def train_storage(self, trial_id: str) -> str:
+        """The storage path of trial `trial_id`'s Ray Train run."""
+        from ncsearch.paths import RunLayout, trial_storage_path
+
+        if self.trial_storage is None:
+            return str(RunLayout(self.run_dir).trial_dir(trial_id))
+        return trial_storage_path(self.trial_storage, Path(self.run_dir).name, trial_id)
 
 
 def trial_driver(config: dict[str, Any], context: TrialContext) -> None:
-    """One Tune trial: train (Ray Train V2), evaluate the final checkpoint, report the result.
+    """One Tune trial: train and evaluate on Ray Train V2 workers, check the objectives, report the result.
 
     Raises `TrialError` when training fails or an objective's metric is missing or not finite,
     which Tune records as the trial's error (and retries up to `search.max_failures` times;
@@ -154,65 +173,37 @@ def trial_driver(config: dict[str, Any], context: TrialContext) -> None:
     from ncsearch.search import select_train_v2
 
     select_train_v2()
-    import torch
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from ncsearch._eval_store import write_eval
-    from ncsearch._node import node_identity
-    from ncsearch.evaluate import run_suite
-    from ncsearch.models import load_mlm, tokenizer_fingerprint
     from ncsearch.paths import RunLayout
-    from ncsearch.stats import flat_intervals
     from ncsearch.train import fit_trial
-    from ncsearch.training import read_meta
+    from ncsearch.training._evaluate import EVAL_DIR, EVAL_SECONDS_KEY
 
     base = parse_spec(context.spec, source="<search spec>")
     identity = TrialIdentity.of(config)
     spec = run_spec(base, config)
     trial_id = tune.get_context().get_trial_id()
-    layout = RunLayout(context.run_dir)
+    # What the trial's workers record in its evaluation folder besides the scores themselves.
+    recorded = {"trial_id": trial_id, **{k.removeprefix(_META_PREFIX): v for k, v in identity.config_keys().items()},
+                "seed": spec.train.seed, "alpha": spec.nc3.alpha, "params": searched_values(config),
+                "control_key": spec.control_key()}
 
     start = time.perf_counter()
-    outcome = fit_trial(spec, data_root=context.data_root, storage_path=layout.trial_dir(trial_id),
-                        name=RunLayout.TRAIN_RUN, callbacks=[TuneReportCallback()], model_path=context.model_path)
-    train_s = time.perf_counter() - start
-
-    # The trial's worker CPUs are free again; evaluate with as many threads as it had.
-    torch.set_num_threads(max(1, round(spec.resources.workers_per_trial * spec.resources.cpus_per_worker)))
-    start = time.perf_counter()
-    model, tokenizer = load_mlm(str(outcome.model_dir))
-    names, options = evaluation_suite(spec, read_meta(outcome.checkpoint_dir)["nc3_vocab_ids"])
-    # One record of how the checkpoint was scored: run here, and stored so `ncsearch compare` can rescore alike.
-    settings = {"limits": dict(spec.eval.limits), "options": options, "batch_size": spec.eval.batch_size,
-                "seed": spec.eval.seed, "fast_path": spec.eval.fast_path, "domains": list(spec.eval.domain_filter() or []) or None}
-    result = run_suite(model, tokenizer, names, data_root=context.data_root, progress=False, **settings)
-    eval_s = time.perf_counter() - start
+    outcome = fit_trial(spec, data_root=context.data_root, storage_path=context.train_storage(trial_id),
+                        name=RunLayout.TRAIN_RUN, callbacks=[TuneReportCallback()], model_path=context.model_path,
+                        extra_config={"evaluation": {"identity": recorded}, "assets": context.assets})
+    seconds = time.perf_counter() - start
+    metrics = outcome.metrics
+    eval_s = float(metrics.get(EVAL_SECONDS_KEY, math.nan))
 
     bad = [o.base_metric for o in base.objectives
-           if not isinstance(result.metrics.get(o.base_metric), (int, float)) or not math.isfinite(result.metrics[o.base_metric])]
+           if not isinstance(metrics.get(o.base_metric), (int, float)) or not math.isfinite(metrics[o.base_metric])]
     if bad:
         raise TrialError("objective metric(s) missing or not finite after evaluation: "
-                         + ", ".join(f"{m}={result.metrics.get(m)!r}" for m in bad))
-    train = {k: float(v) for k, v in outcome.metrics.items() if k.startswith("train/")}
-    timings = {"time/train_s": train_s, "time/eval_s": eval_s}
-    fingerprint = tokenizer_fingerprint(tokenizer)
-    eval_dir = write_eval(
-        layout.trial_eval_dir(trial_id),
-        metrics={**result.metrics, **train, **timings},
-        intervals=result.intervals,
-        details=result.details,
-        identity={"trial_id": trial_id, **{k.removeprefix(_META_PREFIX): v for k, v in identity.config_keys().items()},
-                  "seed": spec.train.seed, "alpha": spec.nc3.alpha, "params": searched_values(config),
-                  "control_key": spec.control_key(), "tokenizer": fingerprint, "model": spec.model,
-                  "checkpoint": str(outcome.checkpoint_dir),
-                  "eval": {"benchmarks": names, **settings}},
-    )
-    final: dict[str, Any] = {k: float(v) for k, v in result.metrics.items()}
-    final.update(flat_intervals(result.intervals))
-    final.update(train)
-    final.update(timings)
-    final.update(node_identity())
-    final.update({FINAL_KEY: 1.0, EVAL_DIR_KEY: str(eval_dir), CHECKPOINT_KEY: str(outcome.checkpoint_dir),
-                  TOKENIZER_KEY: fingerprint, "step": int(outcome.metrics.get("step", spec.train.steps))})
+                         + ", ".join(f"{m}={metrics.get(m)!r}" for m in bad))
+    final: dict[str, Any] = dict(metrics)
+    final["time/train_s"] = seconds - eval_s if math.isfinite(eval_s) else seconds
+    final.update({FINAL_KEY: 1.0, EVAL_DIR_KEY: f"{outcome.checkpoint_uri}/{EVAL_DIR}",
+                  CHECKPOINT_KEY: outcome.checkpoint_uri, "step": int(metrics.get("step", spec.train.steps))})
     tune.report(final)

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from ncsearch._eval_store import local_eval_dir
 from ncsearch._node import NODE_ID_KEY, NODE_IP_KEY
 from ncsearch._trial_driver import (
     CHECKPOINT_KEY,
@@ -33,6 +34,7 @@ from ncsearch._trial_driver import (
     trial_benchmarks,
 )
 from ncsearch.config import SearchSpec, parse_spec
+from ncsearch.paths import RunLayout
 from ncsearch.tracking import CONFIGURATION, CONTROL, SearchTracker, failure_reason, flatten_params
 
 __all__ = ["ProgressCallback", "TrackingCallback", "final_metrics", "progress_line", "trial_error_text"]
@@ -124,13 +126,21 @@ class TrackingCallback(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
         metrics = final_metrics(result, self.benchmarks(), train=False)  # train/* is logged step by step
-        self.tracker.finish_trial(trial.trial_id, metrics, artifact_dir=result.get(EVAL_DIR_KEY),
+        self.tracker.finish_trial(trial.trial_id, metrics, artifact_dir=self._eval_dir(trial),
                                   tags={"ncsearch.checkpoint": str(result.get(CHECKPOINT_KEY, "")),
                                         "ncsearch.tokenizer": str(result.get(TOKENIZER_KEY, "")),
                                         "ncsearch.node_id": str(result.get(NODE_ID_KEY, "")),
                                         "ncsearch.node_ip": str(result.get(NODE_IP_KEY, ""))},
                                   step=int(result.get("step", 0)))
         self._summarise_ready(trials, ended=trial)
+
+    def _eval_dir(self, trial: Any) -> Path | None:
+        """The trial's evaluation folder on this (the driver's) node: in its final checkpoint, or a
+        local copy under the run directory when that checkpoint is in remote storage."""
+        location = (trial.last_result or {}).get(EVAL_DIR_KEY)
+        if not location:
+            return None
+        return local_eval_dir(location, RunLayout(self.run_dir).trial_eval_dir(trial.trial_id))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         text = trial_error_text(trial)
@@ -174,7 +184,7 @@ class TrackingCallback(Callback):
                 infos[name] = GroupInfo(name, first.role, values, label_of(values, first.role), first.control)
                 for trial in members[name]:
                     ok = ended_ok(trial)
-                    eval_dir = (trial.last_result or {}).get(EVAL_DIR_KEY)
+                    eval_dir = self._eval_dir(trial) if ok else None
                     runs.append(RunRecord(trial.trial_id, first.role, name, TrialIdentity.of(trial.config).replicate,
                                           "FINISHED" if ok else "FAILED",
                                           metrics=final_metrics(trial.last_result or {}, self.benchmarks()) if ok else {},
@@ -257,6 +267,14 @@ class ProgressCallback(Callback):
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         text = trial_error_text(trial)
         self._print(f"{self._name(trial)} crashed, retrying: {failure_reason(text) if text else 'unknown error'}")
+
+    def _eval_dir(self, trial: Any) -> Path | None:
+        """The trial's evaluation folder on this (the driver's) node: in its final checkpoint, or a
+        local copy under the run directory when that checkpoint is in remote storage."""
+        location = (trial.last_result or {}).get(EVAL_DIR_KEY)
+        if not location:
+            return None
+        return local_eval_dir(location, RunLayout(self.run_dir).trial_eval_dir(trial.trial_id))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._done += 1

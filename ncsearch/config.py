@@ -427,6 +427,10 @@ class SearchAlgoSpec(_Strict):
     time_budget_s: Annotated[float, Field(gt=0)] | None = None
 
 
+#: URI schemes a trial storage may use: those pyarrow's filesystems (and so Ray Train) understand.
+TRIAL_STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss")
+
+
 class ResourceSpec(_Strict):
     """Per-trial resources: Ray Train workers, each with CPUs and a (fractional) GPU share."""
 
@@ -457,6 +461,21 @@ class SearchSpec(_Strict):
     tracking: TrackingSpec = TrackingSpec()
     data_dir: PathStr | None = None
     storage: PathStr = "runs"
+    #: Where trials' Ray Train runs keep their checkpoints and evaluation folders: a folder every node
+    #: mounts (NFS) or a URI that pyarrow reaches from every node (s3://bucket/prefix, gs://...).
+    #: Unset: `<storage>/<name>/trials`, on the driver's node (one machine, or a shared `storage`).
+    trial_storage: str | None = None
+
+    @field_validator("trial_storage")
+    @classmethod
+    def _known_storage_scheme(cls, value: str | None) -> str | None:
+        if value is None or "://" not in value:
+            return value
+        scheme = value.split("://", 1)[0]
+        if scheme not in TRIAL_STORAGE_SCHEMES:
+            raise ValueError(f"unsupported scheme {scheme!r}; use a folder or one of: "
+                             + ", ".join(f"{s}://" for s in TRIAL_STORAGE_SCHEMES))
+        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _paper_preset(self) -> SearchSpec:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ncsearch.config import SearchSpec
 
-__all__ = ["RunLayout", "cache_dir", "run_dir_for", "tune_trial_dirname"]
+__all__ = ["RunLayout", "cache_dir", "run_dir_for", "trial_storage_path", "tune_trial_dirname"]
 
 
 def cache_dir() -> Path:
@@ -86,7 +86,17 @@ class RunLayout:
         return self.root / "trials" / trial_id
 
     def trial_eval_dir(self, trial_id: str) -> Path:
+        """The trial's evaluation folder: a link into its final checkpoint, or a copy of it when the
+        trial stored its checkpoints remotely (`trial_storage`)."""
         return self.trial_dir(trial_id) / "eval"
 
     #: The Ray Train run's name inside `trial_dir` (its checkpoints live under it).
     TRAIN_RUN = "train"
+
+
+def trial_storage_path(trial_storage: str, search_name: str, trial_id: str) -> str:
+    """The Ray Train storage path of one trial under a search's `trial_storage` (a folder or a URI):
+    `<trial_storage>/<search name>/trials/<trial id>`."""
+    if "://" in trial_storage:
+        return f"{trial_storage.rstrip('/')}/{search_name}/trials/{trial_id}"
+    return str((Path(trial_storage).expanduser() / search_name / "trials" / trial_id).resolve())

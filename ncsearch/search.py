@@ -215,7 +215,12 @@ def run_search(
 
     from ncsearch._tune_callbacks import ProgressCallback, TrackingCallback
 
-    context = TrialContext(spec=spec.to_dict(), run_dir=str(layout.root), data_root=str(data_root), model_path=model_path)
+    from ncsearch._assets import ShippedFolder
+
+    # Nodes without the model or the data at these paths get them through the object store.
+    assets = {"model": ShippedFolder.put(model_path), "data": ShippedFolder.put(data_root)}
+    context = TrialContext(spec=spec.to_dict(), run_dir=str(layout.root), data_root=str(data_root), model_path=model_path,
+                           trial_storage=spec.trial_storage, assets=assets)
     trainable = tune.with_resources(tune.with_parameters(trial_driver, context=context),
                                     {"cpu": 0, "memory": TRIAL_DRIVER_MEMORY})
     objectives = [(o.metric, o.mode) for o in spec.objectives]

@@ -44,6 +44,13 @@ def _identities(run_dir):
     return [json.loads(p.read_text()) for p in sorted((run_dir / "trials").glob("*/eval/identity.json"))]
 
 
+def _checkpoint_of(run_dir, trial_id):
+    """The trial's final checkpoint: its workers wrote the evaluation folder into it (eval/)."""
+    folder = (run_dir / "trials" / trial_id / "eval").resolve().parent
+    assert (folder / "model" / "config.json").is_file() and folder.name.startswith("checkpoint_"), folder
+    return str(folder)
+
+
 def test_prints_the_run_directory_first_and_a_verdict(smoke):
     out = smoke["proc"].stdout
     assert out.splitlines()[0] == f"run directory: {smoke['run_dir']}"
@@ -138,7 +145,8 @@ def test_compare_reproduces_the_reported_delta_from_runs_and_from_checkpoints(sm
     stored = run("compare", control["trial_id"], trial["trial_id"], "--storage", str(smoke["storage"]),
                  "--json", str(tmp_path / "stored.json"), timeout=300)
     assert stored.returncode == 0, stored.stderr
-    rescored = run("compare", control["checkpoint"], trial["checkpoint"], "--storage", str(smoke["storage"]),
+    checkpoints = [_checkpoint_of(smoke["run_dir"], side["trial_id"]) for side in (control, trial)]
+    rescored = run("compare", *checkpoints, "--storage", str(smoke["storage"]),
                    "--benchmarks", "stereoset", "perplexity", "--domains", "gender",
                    "--limit", "stereoset=40", "--limit", "perplexity=16", "--json", str(tmp_path / "rescored.json"),
                    timeout=600)

@@ -142,7 +142,7 @@ def _score(side: _Side, settings: dict[str, Any], data_root: Path, fast_path: bo
     side.tokenizer = tokenizer_fingerprint(tokenizer)
     result = run_suite(model, tokenizer, settings["benchmarks"], data_root=data_root, limits=settings.get("limits") or {},
                        options=settings.get("options") or {}, batch_size=settings.get("batch_size", 64),
-                       seed=settings.get("seed", 0), domains=settings.get("domains"), fast_path=fast_path,
+                       seed=settings.get("seed", 0), domains=settings.get("domains"), fast_path=fast_path, precision=settings.get("precision", "fp32"),
                        progress=False, resamples=0)
     details: dict[str, dict[str, Any]] = {}
     for key, table in result.details.items():

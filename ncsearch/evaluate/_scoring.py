@@ -89,6 +89,7 @@ def score_masked(
     """
     from ncsearch.evaluate._fused_linear import FusedLinear
     from ncsearch.evaluate._row_encoder import RowEncoder, encode_rows
+    from ncsearch.evaluate._shard import map_shards
     from ncsearch.heads import mlm_head
 
     if batch_size < 1:
@@ -107,37 +108,43 @@ def score_masked(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+
+    def score_batch(batch: list[int]) -> list[tuple[int, np.ndarray]]:
+        """(request index, log-probs) of every request whose sequence is in `batch` (the encoder and
+        decoder are the ones built under inference mode below)."""
+        ids, mask = pad_batch([sequences[u] for u in batch], pad_id)
+        slots: dict[tuple[int, int], int] = {}  # (row, position) -> row of the head output
+        picks: list[tuple[int, list[int]]] = []  # (request, head rows)
+        targets: list[int] = []
+        for row, u in enumerate(batch):
+            for i in members[sequences[u]]:
+                request = requests[i]
+                picks.append((i, [slots.setdefault((row, p), len(slots)) for p in request.positions]))
+                targets.extend(request.targets)
+        flat = np.zeros(0, dtype=np.float64)
+        if slots:
+            where = torch.tensor(list(slots), dtype=torch.long, device=device)
+            hidden = encode_rows(model, ids.to(device), mask.to(device), where, row_encoder)
+            logprobs = torch.log_softmax(decoder(head.transform(hidden)).float(), dim=-1)
+            sel_rows = torch.tensor([r for _, rows in picks for r in rows], dtype=torch.long, device=device)
+            flat = logprobs[sel_rows, torch.tensor(targets, dtype=torch.long, device=device)].double().cpu().numpy()
+        out, start = [], 0
+        for i, rows in picks:
+            out.append((i, flat[start : start + len(rows)].copy()))
+            start += len(rows)
+        if hook is not None:
+            hook(0, len(picks))
+        return out
+
     try:
         with torch.inference_mode():
             row_encoder = RowEncoder.for_model(model) if fast_path else None
             # packed: the bias added inside oneDNN's GEMM on CPU; unpacked: F.linear
             decoder = FusedLinear.of(head.weight, head.bias, pack=fast_path)
-            for batch in _buckets([len(seq) for seq in sequences], batch_size):
-                ids, mask = pad_batch([sequences[u] for u in batch], pad_id)
-                slots: dict[tuple[int, int], int] = {}  # (row, position) -> row of the head output
-                picks: list[tuple[int, list[int], list[int]]] = []  # (request, head rows, targets)
-                done = 0
-                for row, u in enumerate(batch):
-                    for i in members[sequences[u]]:
-                        request = requests[i]
-                        rows = [slots.setdefault((row, p), len(slots)) for p in request.positions]
-                        picks.append((i, rows, request.targets))
-                        done += 1
-                if slots:
-                    where = torch.tensor(list(slots), dtype=torch.long, device=device)
-                    hidden = encode_rows(model, ids.to(device), mask.to(device), where, row_encoder)
-                    logprobs = torch.log_softmax(decoder(head.transform(hidden)).float(), dim=-1)
-                    sel_rows = torch.tensor([r for _, rows, _ in picks for r in rows], dtype=torch.long, device=device)
-                    sel_targets = torch.tensor([t for _, _, ts in picks for t in ts], dtype=torch.long, device=device)
-                    flat = logprobs[sel_rows, sel_targets].double().cpu().numpy()
-                else:
-                    flat = np.zeros(0, dtype=np.float64)
-                start = 0
-                for i, rows, _ in picks:
-                    results[i] = flat[start : start + len(rows)].copy()
-                    start += len(rows)
-                if hook is not None:
-                    hook(0, done)
+            # On a trial's workers each scores its share of the batches (`_shard`); all get every result.
+            for scored in map_shards(_buckets([len(seq) for seq in sequences], batch_size), score_batch):
+                for i, values in scored:
+                    results[i] = values
     finally:
         model.train(was_training)
     return results

@@ -100,6 +100,7 @@ class CollapseBenchmark(Benchmark):
         from ncsearch._batching import pad_batch
         from ncsearch.collapse import ClassStatistics, select_pairs
         from ncsearch.data import load_gap_corpus
+        from ncsearch.evaluate._shard import map_shards
         from ncsearch.heads import encode, mlm_head
 
         texts = load_gap_corpus(self.data_root, splits=("validation",))
@@ -116,17 +117,25 @@ class CollapseBenchmark(Benchmark):
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         was_training = model.training
         model.eval()
+        def pairs(batch: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+            """The batch's (feature, label) pairs whose label is in V (the only ones the statistics keep)."""
+            input_ids, mask = pad_batch([ids[i] for i in batch], pad_id)
+            input_ids, mask = input_ids.to(device), mask.to(device)
+            hidden = encode(model, input_ids, mask)
+            features, labels = select_pairs(
+                hidden, input_ids=input_ids, labels=None, attention_mask=mask, features=self.features,
+                positions="all", label_shift=self.label_shift, head_transform=head.transform,
+            )
+            kept = torch.isin(labels, in_vocab)
+            return features[kept].cpu(), labels[kept].cpu()
+
+        in_vocab = torch.tensor(vocab, dtype=torch.long, device=device)
+        batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
         try:
             with torch.inference_mode():
-                for start in range(0, len(order), self.batch_size):
-                    input_ids, mask = pad_batch([ids[i] for i in order[start : start + self.batch_size]], pad_id)
-                    input_ids, mask = input_ids.to(device), mask.to(device)
-                    hidden = encode(model, input_ids, mask)
-                    features, labels = select_pairs(
-                        hidden, input_ids=input_ids, labels=None, attention_mask=mask, features=self.features,
-                        positions="all", label_shift=self.label_shift, head_transform=head.transform,
-                    )
-                    stats.update(features, labels)
+                # A trial's workers split the batches; every rank then adds every batch, in order.
+                for features, labels in map_shards(batches, pairs):
+                    stats.update(features.to(device), labels.to(device))
                 summary = stats.summary(head.weight)
         finally:
             model.train(was_training)

@@ -370,11 +370,12 @@ class GlueBenchmark(Benchmark):
         return summary, examples
 
     def score(self, model: Any, tokenizer: Any) -> BenchmarkResult:
-        summaries, examples = [], []
-        for key in self.tasks:
-            summary, predictions = self._run_task(model, tokenizer, key)
-            summaries.append(summary)
-            examples.append(predictions)
+        from ncsearch.evaluate._shard import map_shards
+
+        # Each task seeds itself, so a trial's workers can fine-tune different tasks (`_shard`).
+        done = map_shards(list(self.tasks), lambda key: self._run_task(model, tokenizer, key))
+        summaries = [summary for summary, _ in done]
+        examples = [predictions for _, predictions in done]
         table = pd.concat(examples, ignore_index=True)
         metrics = point_metrics(type(self), table)
         tasks = pd.DataFrame.from_records(summaries)

@@ -143,6 +143,7 @@ def encode_sentences(
 
     from ncsearch._batching import pad_batch
     from ncsearch.evaluate._scoring import mean_pool
+    from ncsearch.evaluate._shard import map_shards
     from ncsearch.heads import encode
 
     if pooling not in ("mean", "cls"):
@@ -154,14 +155,16 @@ def encode_sentences(
     out: list[np.ndarray | None] = [None] * len(ids)
     was_training = model.training
     model.eval()
+    def embed(batch: list[int]) -> np.ndarray:
+        input_ids, mask = pad_batch([ids[i] for i in batch], pad_id)
+        hidden = encode(model, input_ids.to(device), mask.to(device)).double()
+        pooled = hidden[:, 0] if pooling == "cls" else mean_pool(hidden, mask.to(device))
+        return torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
+
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     try:
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                batch = order[start : start + batch_size]
-                input_ids, mask = pad_batch([ids[i] for i in batch], pad_id)
-                hidden = encode(model, input_ids.to(device), mask.to(device)).double()
-                pooled = hidden[:, 0] if pooling == "cls" else mean_pool(hidden, mask.to(device))
-                pooled = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
+            for batch, pooled in zip(batches, map_shards(batches, embed)):  # a trial's workers split the batches
                 for row, i in enumerate(batch):
                     out[i] = pooled[row]
     finally:

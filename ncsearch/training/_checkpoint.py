@@ -3,6 +3,8 @@
 Layout of a checkpoint folder (one per `checkpoint_every` steps and one at the end):
 
     model/          save_pretrained model + tokenizer: loadable with ncsearch.models.load_mlm(path)
+    eval/           (the final checkpoint of a search trial) its evaluation folder (ncsearch._eval_store),
+                    written by the trial's workers (training/_evaluate.py)
     state.pt        optimizer, LR scheduler, NC3 statistics, step, a frozen-base baseline's trained
                     tensors, the fp16 loss scaler's state (written by rank 0)
     meta.json       step, steps, seed, world size, the last reported metrics, the NC3 vocabulary's
@@ -21,7 +23,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["MODEL_DIR", "TrainState", "read_meta", "read_state", "write_checkpoint"]
+__all__ = ["MODEL_DIR", "TrainState", "read_meta", "read_state", "write_checkpoint", "write_model"]
 
 MODEL_DIR = "model"
 STATE_FILE = "state.pt"
@@ -43,11 +45,18 @@ class TrainState:
     scaler: dict[str, Any] = field(default_factory=dict)
 
 
-def write_checkpoint(folder: Path, *, model: Any, tokenizer: Any, state: TrainState) -> None:
-    """Write model/, state.pt and meta.json into `folder` (an empty temporary folder)."""
+def write_model(folder: Path, model: Any, tokenizer: Any) -> None:
+    """The model and its tokenizer, loadable from `folder` with `ncsearch.models.load_mlm`."""
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def write_checkpoint(folder: Path, *, model: Any | None, tokenizer: Any, state: TrainState) -> None:
+    """Write model/, state.pt and meta.json into `folder` (an empty temporary folder); `model` None:
+    model/ is already there."""
     folder = Path(folder)
-    model.save_pretrained(folder / MODEL_DIR)
-    tokenizer.save_pretrained(folder / MODEL_DIR)
+    if model is not None:
+        write_model(folder / MODEL_DIR, model, tokenizer)
     torch.save(
         {"step": state.step, "optimizer": state.optimizer, "scheduler": state.scheduler, "nc3": state.nc3,
          "baseline": state.baseline, "scaler": state.scaler},

@@ -32,7 +32,7 @@ import torch
 
 from ncsearch.debias import StepContext
 from ncsearch.errors import TrialError
-from ncsearch.training._checkpoint import MODEL_DIR, TrainState, read_state, write_checkpoint
+from ncsearch.training._checkpoint import MODEL_DIR, TrainState, read_state, write_checkpoint, write_model
 from ncsearch.training._data import MLMBatches, chunk_corpus
 from ncsearch.training._optim import adamw, linear_warmup_decay
 from ncsearch.training._precision import (
@@ -53,9 +53,14 @@ _log = logging.getLogger(__name__)
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. `config`: {"spec": concrete SearchSpec.to_dict(), "data_root": str,
-    "model_path": str (a loadable masked LM, e.g. from ncsearch.models.ensure_model)}."""
+    "model_path": str (a loadable masked LM, e.g. from ncsearch.models.ensure_model)}, and from a
+    search's trial driver "evaluation" (see TrainingRecipe) and "assets" ({"model", "data"}:
+    `ncsearch._assets.ShippedFolder`s, unpacked here when this node lacks the driver's folders)."""
     from ncsearch.training._worker import RayWorker
 
+    assets = config.get("assets")
+    if assets:
+        config = {**config, "model_path": assets["model"].local_path(), "data_root": assets["data"].local_path()}
     recipe = TrainingRecipe(config, RayWorker())
     try:
         recipe.setup()
@@ -150,6 +155,8 @@ class TrainingRecipe:
         self.model_path = str(config["model_path"])
         self.model: Any = None
         self.wrapped: Any = None
+        #: {"identity": ...} when the trial's evaluation runs on these workers after the last step, else None.
+        self.evaluation: dict[str, Any] | None = config.get("evaluation")
 
     # ----- setup ------------------------------------------------------------------------------------
 
@@ -390,7 +397,10 @@ class TrainingRecipe:
         if not save:
             self.runtime.report(metrics)
             return
+        evaluate = self.evaluation is not None and self.step == self.spec.train.steps
         with tempfile.TemporaryDirectory(prefix="ncsearch-ckpt-") as folder:
+            if evaluate:  # every worker scores the final model first; its results go into this checkpoint
+                metrics = {**metrics, **self._evaluate(Path(folder))}
             if self.rank == 0:
                 state = TrainState(
                     step=self.step,
@@ -409,10 +419,25 @@ class TrainingRecipe:
                         "nc3_vocab_ids": [int(i) for i in self.regularizer.index.ids.tolist()],
                     },
                 )
-                exported = self.baseline.export_model(self.model)
+                exported = None if evaluate else self.baseline.export_model(self.model)  # evaluation saved it
                 write_checkpoint(Path(folder), model=exported, tokenizer=self.tokenizer, state=state)
             saved = Path(folder) if self.rank == 0 else None
             self.runtime.report(metrics, saved, f"checkpoint_{self.step:06d}")
+
+    def _evaluate(self, folder: Path) -> dict[str, Any]:
+        """Score the final model on every worker (`_evaluate.py`). Rank 0 saves the model into the
+        checkpoint `folder` and scores that copy, writing `eval/` beside it; the other ranks save theirs
+        to a scratch folder. Returns rank 0's report ({} elsewhere)."""
+        from ncsearch.training._evaluate import EVAL_DIR, evaluate_final_model
+
+        with tempfile.TemporaryDirectory(prefix="ncsearch-eval-") as scratch:
+            model_dir = (folder if self.rank == 0 else Path(scratch)) / MODEL_DIR
+            write_model(model_dir, self.baseline.export_model(self.model), self.tokenizer)
+            return evaluate_final_model(
+                self.spec, model_dir, vocab_ids=[int(i) for i in self.regularizer.index.ids.tolist()],
+                data_root=self.data_root, device=self.device, rank=self.rank,
+                out_dir=folder / EVAL_DIR if self.rank == 0 else None, identity=self.evaluation["identity"],
+            )
 
     # ----- cleanup ----------------------------------------------------------------------------------
 

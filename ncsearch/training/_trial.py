@@ -26,14 +26,36 @@ V2_ENV = "RAY_TRAIN_V2_ENABLED"
 
 @dataclass(frozen=True)
 class TrainOutcome:
-    """The final checkpoint folder (its `model/` loads with load_mlm) and the last reported metrics."""
+    """The final checkpoint (its `model/` loads with load_mlm) and the last reported metrics (numbers
+    as floats; strings, such as a node id, as they are).
 
-    checkpoint_dir: Path
-    metrics: dict[str, float]
+    `checkpoint_uri` is where the checkpoint lives in the run's storage: a local path, or a URI
+    (`s3://bucket/...`) when the storage path is one. `checkpoint_dir` is it as a local path, for local
+    storage only.
+    """
+
+    checkpoint_uri: str
+    metrics: dict[str, Any]
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        if is_uri(self.checkpoint_uri):
+            raise NcsearchError(f"the checkpoint is not on this machine: {self.checkpoint_uri}")
+        return Path(self.checkpoint_uri)
 
     @property
     def model_dir(self) -> Path:
         return self.checkpoint_dir / "model"
+
+
+def is_uri(location: str | Path) -> bool:
+    """Whether a storage location is a URI (s3://, gs://, ...) rather than a local or mounted path."""
+    return "://" in str(location)
+
+
+def _storage_location(storage_path: str | Path) -> str:
+    """A storage path as Ray Train takes it: a URI unchanged, a local path absolute."""
+    return str(storage_path) if is_uri(storage_path) else str(Path(storage_path).expanduser().resolve())
 
 
 def enable_train_v2() -> None:
@@ -100,7 +122,7 @@ def build_trainer(
         ),
         run_config=RunConfig(
             name=name,
-            storage_path=str(Path(storage_path).expanduser().resolve()),
+            storage_path=_storage_location(storage_path),
             callbacks=list(callbacks),
             failure_config=FailureConfig(max_failures=max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
@@ -117,11 +139,13 @@ def fit_trial(
     callbacks: Sequence[Any] = (),
     model_path: str | None = None,
     max_failures: int = 0,
+    extra_config: dict[str, Any] | None = None,
 ) -> TrainOutcome:
     """Train one concrete spec on Ray Train and return its final checkpoint.
 
     `model_path` defaults to `ensure_model(spec.model)` (a no-op when the search driver already
-    resolved it). `max_failures` is Ray Train's worker-restart budget within this call (0: a failure
+    resolved it). `extra_config` goes to the workers with the spec (the search's trials pass
+    `{"evaluation": ...}`, see training/_evaluate.py). `max_failures` is Ray Train's worker-restart budget within this call (0: a failure
     ends the call; the Tune trial retry then resumes from the checkpoint). Raises TrialError with the
     worker's reason when training fails (e.g. "non-finite loss at step N: ...").
     """
@@ -145,6 +169,7 @@ def fit_trial(
         model_path=model_path,
         callbacks=callbacks,
         max_failures=max_failures,
+        extra_config=extra_config,
     )
     from ray.train import TrainingFailedError
 
@@ -156,8 +181,15 @@ def fit_trial(
         raise TrialError(failure_reason(result.error)) from result.error
     if result.checkpoint is None:
         raise TrialError(f"training run {name!r} finished without a checkpoint")
-    metrics = {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return TrainOutcome(checkpoint_dir=Path(result.checkpoint.path), metrics=metrics)
+    metrics: dict[str, Any] = {}
+    for key, value in (result.metrics or {}).items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics[key] = float(value)
+        elif isinstance(value, str):
+            metrics[key] = value
+    location = _storage_location(storage_path)
+    where = f"{location.split('://', 1)[0]}://{result.checkpoint.path}" if is_uri(location) else result.checkpoint.path
+    return TrainOutcome(checkpoint_uri=where, metrics=metrics)
 
 
 def failure_reason(err: BaseException) -> str:
