@@ -428,7 +428,8 @@ class SearchAlgoSpec(_Strict):
 
 
 #: URI schemes a trial storage may use: those pyarrow's filesystems (and so Ray Train) understand.
-TRIAL_STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss")
+#: `file://` is a local folder addressed as a URI: it is read back through pyarrow like a remote store.
+TRIAL_STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "file")
 
 
 class ResourceSpec(_Strict):
