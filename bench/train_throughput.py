@@ -65,7 +65,7 @@ def run_ncsearch(args: argparse.Namespace, spec, data_root: Path, model_path: st
     from ncsearch.train import fit_trial
     from ncsearch.training import metrics_log, read_metrics_log
 
-    ray.init(num_cpus=max(args.threads, 1), include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=max(args.threads, 1), include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         started = time.perf_counter()
         fit_trial(spec, data_root=data_root, storage_path=folder / "runs", name="ncsearch",

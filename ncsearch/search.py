@@ -113,6 +113,14 @@ def _quiet_tune_errors() -> None:
             logger.addFilter(_KnownTrialErrors())
 
 
+def ray_address(address: str | None) -> str:
+    """The cluster `ray.init` joins: `address` (`--address`), else $RAY_ADDRESS, else "local", a new
+    Ray instance of this process. Never Ray's own default, which joins whatever cluster
+    /tmp/ray/ray_current_cluster names: a `ray start` node left on the machine, or a dead one, where
+    `ray.init` then waits for ever."""
+    return address or os.environ.get("RAY_ADDRESS") or "local"
+
+
 def _init_ray(address: str | None, *, verbose: bool) -> None:
     import logging
 
@@ -122,7 +130,7 @@ def _init_ray(address: str | None, *, verbose: bool) -> None:
         return
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", _TRAIN_POLL_S)
     env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
-    ray.init(address=address, include_dashboard=False, logging_level=logging.INFO if verbose else logging.WARNING,
+    ray.init(address=ray_address(address), include_dashboard=False, logging_level=logging.INFO if verbose else logging.WARNING,
              log_to_driver=verbose, runtime_env={"env_vars": env} if env else None)
 
 

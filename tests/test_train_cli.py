@@ -40,7 +40,7 @@ def test_train_command_writes_a_checkpoint_and_an_mlflow_run(space, tmp_path, da
     out = tmp_path / "out"
     argv = ["train", str(space), "--set", "nc3.alpha=10", "--set", "baseline=bec", "--out", str(out),
             "--data-dir", str(data_root)]
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
     try:
         assert cli_main(argv) == 0
     finally:

@@ -62,7 +62,9 @@ def main(args: argparse.Namespace) -> int:
     from ncsearch.training import metrics_log, read_metrics_log
 
     if not ray.is_initialized():
-        ray.init(address=args.address, include_dashboard=False, configure_logging=False)
+        from ncsearch.search import ray_address
+
+        ray.init(address=ray_address(args.address), include_dashboard=False, configure_logging=False)
     tracker = _MlflowRun(spec, out)
     metrics_path = out / "metrics.jsonl"
     try:
