@@ -2,8 +2,9 @@
 
 The head and a second node are started with `ray start --block` (1 CPU each), each in its own session;
 two trials run at once (smoke: max_concurrent 2) and each trial's one Train worker needs 1 CPU, so the
-trials must use both nodes. The test checks that every trial reached MLflow and that the runs'
-`ncsearch.node_id` tags name both nodes. Part of the default suite (about 90 s on 2 shared cores).
+trials must use both nodes. The test checks that every trial reached MLflow, that the runs'
+`ncsearch.node_id` tags name both nodes (each trial's rank-0 Train worker, which trained and scored it),
+and that checkpoints and evaluation folders went through a storage URI (`trial_storage`). Part of the default suite (about 90 s on 2 shared cores).
 
 This is what README.md's "Try it on one machine" block does by hand (there with `ray stop`, which
 stops every Ray process of the user on the machine, other tests' clusters included: not used here).
@@ -124,8 +125,12 @@ def two_nodes(tmp_path, monkeypatch) -> Iterator[dict]:
 
 def test_smoke_search_on_a_two_node_cluster(two_nodes, tmp_path):
     start = time.monotonic()
+    # Trials keep checkpoints in a storage URI (no shared mount assumed): checkpoints and evaluation
+    # folders go through Ray's storage path with pyarrow, and come back to the driver's node by copy.
+    store = tmp_path / "bucket"
     proc = run("run", str(SMOKE), "--address", two_nodes["address"], "--storage", str(tmp_path / "runs"),
-               "--set", "search.replicates=1", "--set", "search.control=false", timeout=600)
+               "--set", "search.replicates=1", "--set", "search.control=false",
+               "--set", f"trial_storage=file://{store}", timeout=600)
     print(f"\ntwo-node smoke search: {time.monotonic() - start:.0f}s; nodes {two_nodes['nodes']}\n{proc.stdout}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 runs finished, 0 failed (2 configurations)" in proc.stdout
@@ -146,3 +151,15 @@ def test_smoke_search_on_a_two_node_cluster(two_nodes, tmp_path):
     ips = {n["ip"] for n in two_nodes["nodes"]}
     assert {s.data.tags["ncsearch.node_ip"] for s in seeds} <= ips
     assert used == node_ids, f"trials ran on {used}, the cluster's nodes are {node_ids}"
+
+    # the workers wrote each evaluation folder into the final checkpoint in the store; the driver's
+    # node holds a copy (not a link), which MLflow holds as the run's eval/ artifacts
+    for seed in seeds:
+        trial_id = seed.data.tags["ncsearch.trial_id"]
+        checkpoint = seed.data.tags["ncsearch.checkpoint"]
+        assert checkpoint.startswith(f"file://{store}/smoke/trials/{trial_id}/"), checkpoint
+        stored = Path(checkpoint.removeprefix("file://"))
+        assert (stored / "model" / "config.json").is_file() and (stored / "eval" / "metrics.json").is_file()
+        copy = tmp_path / "runs" / "smoke" / "trials" / trial_id / "eval"
+        assert not copy.is_symlink() and json.loads((copy / "metrics.json").read_text())[ICAT] == seed.data.metrics[ICAT]
+        assert "eval/metrics.json" in {a.path for a in client.list_artifacts(seed.info.run_id, "eval")}
