@@ -10,10 +10,12 @@ analysed (`ncsearch.analysis`), and `ncsearch.report` writes the Pareto artifact
 
 Run directory: see `ncsearch.paths.RunLayout`.
 
-Resources: the trial driver only coordinates, so it asks Tune for no CPU; a Tune trial cannot ask
-for nothing at all, so it reserves a little memory (`TRIAL_DRIVER_MEMORY`) instead. Two cores thus
-fit two trials of one 1-CPU worker each. Evaluation runs in the driver after training has released
-its worker, so it uses the CPU the trial's worker just freed.
+Resources: the trial driver only coordinates (its Ray Train workers train and evaluate), so it asks
+Tune for no CPU; a Tune trial cannot ask for nothing at all, so it reserves a little memory
+(`TRIAL_DRIVER_MEMORY`) instead. Two cores thus fit two trials of one 1-CPU worker each.
+
+One search per run directory at a time (`ncsearch._run_lock`): a second `ncsearch run` on a folder
+in use stops with one line naming the holder, before Ray starts.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ __all__ = [
     "select_train_v2",
 ]
 
-#: Memory (bytes) a trial driver reserves in Ray instead of a CPU: it loads one model for evaluation.
+#: Memory (bytes) a trial driver reserves in Ray instead of a CPU (it holds no model; its workers do).
 TRIAL_DRIVER_MEMORY = 512 * 1024**2
 
 # Environment the trial processes need; forwarded through Ray's runtime_env when set here.
@@ -113,6 +115,11 @@ def _quiet_tune_errors() -> None:
             logger.addFilter(_KnownTrialErrors())
 
 
+def _say_takeover(note: str | None, echo: Callable[[str], None]) -> None:
+    if note:
+        echo(f"note: {note}")
+
+
 def ray_address(address: str | None) -> str:
     """The cluster `ray.init` joins: `address` (`--address`), else $RAY_ADDRESS, else "local", a new
     Ray instance of this process. Never Ray's own default, which joins whatever cluster
@@ -164,6 +171,11 @@ def run_search(
     select_train_v2()
     from ray import tune
 
+    from ncsearch._run_lock import RunLock
+
+    lock = RunLock(layout.root)
+    if layout.root.is_dir():  # before anything else: a live run on this folder is the first thing to say
+        _say_takeover(lock.acquire(), echo)
     if resume:
         if not tune.Tuner.can_restore(str(layout.tune_dir)):
             raise UserInputError(f"nothing to resume: no Tune experiment in {layout.tune_dir}")
@@ -197,6 +209,7 @@ def run_search(
     from ncsearch.tracking import SearchTracker
 
     layout.root.mkdir(parents=True, exist_ok=True)
+    _say_takeover(lock.acquire(), echo)  # held until this process ends
     if not resume:
         layout.spec_file.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
     uri = tracking_uri or spec.tracking.uri or (None if resume else layout.mlflow_uri)
@@ -264,7 +277,10 @@ def run_search(
         tracker.client.set_terminated(parent, status="FAILED")
         raise
     wall = time.perf_counter() - start
-    return _finish(spec, layout, tracker, grid, plan, wall, echo)
+    try:
+        return _finish(spec, layout, tracker, grid, plan, wall, echo)
+    finally:
+        lock.release()  # an error before this point ends the process, and the kernel releases the lock
 
 
 def _finish(spec: SearchSpec, layout: RunLayout, tracker: Any, grid: Any, plan: Any, wall: float,
