@@ -268,14 +268,6 @@ class ProgressCallback(Callback):
         text = trial_error_text(trial)
         self._print(f"{self._name(trial)} crashed, retrying: {failure_reason(text) if text else 'unknown error'}")
 
-    def _eval_dir(self, trial: Any) -> Path | None:
-        """The trial's evaluation folder on this (the driver's) node: in its final checkpoint, or a
-        local copy under the run directory when that checkpoint is in remote storage."""
-        location = (trial.last_result or {}).get(EVAL_DIR_KEY)
-        if not location:
-            return None
-        return local_eval_dir(location, RunLayout(self.run_dir).trial_eval_dir(trial.trial_id))
-
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._done += 1
         text = trial_error_text(trial)
