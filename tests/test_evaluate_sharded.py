@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from gloo_group import gloo_group
+from test_baseline_contract import tiny_model_dir  # noqa: F401  (a saved tiny BERT, a fixture)
 
 from ncsearch.evaluate import run_suite
 from ncsearch.evaluate._shard import ShardGroup, map_shards, shard_scoring
@@ -51,29 +52,17 @@ def _sharded_worker(rank: int, model_dir: str, data_root: str, out_dir: str, ini
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps({"metrics": result.metrics, "calls": counter.calls}))
 
 
-@pytest.fixture(scope="module")
-def saved_tiny_model(tmp_path_factory, minilm_tokenizer):
-    from tiny_models import TINY_BERT
-    from transformers import BertConfig, BertForMaskedLM
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny")
-    BertForMaskedLM(BertConfig(vocab_size=minilm_tokenizer.vocab_size, **TINY_BERT)).save_pretrained(folder)
-    minilm_tokenizer.save_pretrained(folder)
-    return folder
-
-
-def test_two_workers_score_what_one_scores(saved_tiny_model, data_root, tmp_path):
+def test_two_workers_score_what_one_scores(tiny_model_dir, data_root, tmp_path):
     import torch.multiprocessing as mp
 
     from ncsearch.models import load_mlm
 
-    model, tokenizer = load_mlm(str(saved_tiny_model))
+    model, tokenizer = load_mlm(str(tiny_model_dir))
     counter = _CountForwards(model)
     torch.set_num_threads(1)
     alone = run_suite(model, tokenizer, SUITE, data_root=data_root, resamples=0, **SETTINGS).metrics
 
-    mp.spawn(_sharded_worker, args=(str(saved_tiny_model), str(data_root), str(tmp_path), str(tmp_path / "init")),
+    mp.spawn(_sharded_worker, args=(str(tiny_model_dir), str(data_root), str(tmp_path), str(tmp_path / "init")),
              nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for shared in ranks:

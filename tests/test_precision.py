@@ -7,6 +7,8 @@ import contextlib
 import pytest
 import torch
 
+from test_baseline_contract import tiny_model_dir  # noqa: F401  (the contract test's saved tiny BERT, a fixture)
+
 from ncsearch.training import _precision
 from ncsearch.training._precision import autocast_for, native_bf16, resolve_precision
 
@@ -169,20 +171,6 @@ def contract():
     return test_baseline_contract
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, minilm_tokenizer):
-    from tiny_models import TINY_BERT
-    from transformers import BertConfig, BertForMaskedLM
-
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=minilm_tokenizer.vocab_size, **TINY_BERT,
-                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    folder = tmp_path_factory.mktemp("tiny-precision")
-    BertForMaskedLM(config).save_pretrained(folder)
-    minilm_tokenizer.save_pretrained(folder)
-    return folder
-
-
 def _update_l1(folder, weights) -> float:
     from ncsearch.models import load_mlm
 
@@ -191,11 +179,11 @@ def _update_l1(folder, weights) -> float:
                for k in weights if k in initial and weights[k].is_floating_point())
 
 
-def test_fp32_training_is_the_loss_curve_recorded_before_the_scaler(contract, tiny_dir, data_root, tmp_path):
-    reports, weights = contract.run_local("mlm", tiny_dir, data_root, tmp_path, alpha=10.0)
+def test_fp32_training_is_the_loss_curve_recorded_before_the_scaler(contract, tiny_model_dir, data_root, tmp_path):
+    reports, weights = contract.run_local("mlm", tiny_model_dir, data_root, tmp_path, alpha=10.0)
     for key, expected in FP32_GOLDEN.items():
         assert [r[key] for r in reports] == pytest.approx(expected, rel=1e-6, abs=1e-6), key
-    assert _update_l1(tiny_dir, weights) == pytest.approx(FP32_GOLDEN_UPDATE_L1, rel=1e-6)
+    assert _update_l1(tiny_model_dir, weights) == pytest.approx(FP32_GOLDEN_UPDATE_L1, rel=1e-6)
     assert all("train/skipped_steps" not in r for r in reports)
 
 
@@ -207,32 +195,32 @@ def _cpu_scaler(monkeypatch, init_scale: float):
                         lambda precision, device: torch.amp.GradScaler("cpu", init_scale=init_scale, growth_interval=1))
 
 
-def test_a_skipped_scaler_step_keeps_the_schedule_and_the_weights(contract, monkeypatch, tiny_dir, data_root, tmp_path):
+def test_a_skipped_scaler_step_keeps_the_schedule_and_the_weights(contract, monkeypatch, tiny_model_dir, data_root, tmp_path):
     """A scale so large the scaled gradients overflow: the steps are skipped (weights unchanged), the
     step counter and the LR schedule advance as in the fp32 run, and the skips are reported."""
-    plain, _ = contract.run_local("mlm", tiny_dir, data_root, tmp_path / "plain", alpha=10.0)
+    plain, _ = contract.run_local("mlm", tiny_model_dir, data_root, tmp_path / "plain", alpha=10.0)
     _cpu_scaler(monkeypatch, init_scale=2.0**127)
-    reports, weights = contract.run_local("mlm", tiny_dir, data_root, tmp_path / "scaled", alpha=10.0)
+    reports, weights = contract.run_local("mlm", tiny_model_dir, data_root, tmp_path / "scaled", alpha=10.0)
     assert [r["step"] for r in reports] == [1, 2, 3, 4]
     assert [r["train/lr"] for r in reports] == [r["train/lr"] for r in plain]
     # 2^127 down to 2^124: every scaled backward overflows (the 5th step, at 2^123, would not)
     assert [r["train/skipped_steps"] for r in reports] == [1, 2, 3, 4]
-    assert _update_l1(tiny_dir, weights) == 0.0  # no step taken, not even weight decay
+    assert _update_l1(tiny_model_dir, weights) == 0.0  # no step taken, not even weight decay
     # the step-1 loss is computed before any update: the same as fp32's
     assert reports[0]["train/loss"] == plain[0]["train/loss"]
 
 
-def test_a_scaled_run_resumes_exactly_with_the_scaler_state(contract, monkeypatch, tiny_dir, data_root, tmp_path):
+def test_a_scaled_run_resumes_exactly_with_the_scaler_state(contract, monkeypatch, tiny_model_dir, data_root, tmp_path):
     from ncsearch.training import read_state
 
     _cpu_scaler(monkeypatch, init_scale=2.0**16)
-    reports, weights = contract.run_local("mlm", tiny_dir, data_root, tmp_path / "full", alpha=10.0)
-    crashed, _ = contract.run_local("mlm", tiny_dir, data_root, tmp_path, alpha=10.0, fail_after_step=2)
+    reports, weights = contract.run_local("mlm", tiny_model_dir, data_root, tmp_path / "full", alpha=10.0)
+    crashed, _ = contract.run_local("mlm", tiny_model_dir, data_root, tmp_path, alpha=10.0, fail_after_step=2)
     assert crashed[-1]["step"] == 2
     checkpoint = tmp_path / "checkpoints" / "checkpoint_000002"
     saved = read_state(checkpoint).scaler
     assert saved["scale"] == 2.0**18  # grown once per finite step (growth_interval 1)
-    resumed, resumed_weights = contract.run_local("mlm", tiny_dir, data_root, tmp_path, alpha=10.0, resume_from=checkpoint)
+    resumed, resumed_weights = contract.run_local("mlm", tiny_model_dir, data_root, tmp_path, alpha=10.0, resume_from=checkpoint)
     assert [r["step"] for r in resumed] == [3, 4]
     for a, b in zip(reports[2:], resumed):
         contract.metrics_close(a, b, tol=1e-6)
