@@ -31,7 +31,7 @@ def test_offline_corpus_is_rte_entailment_and_mrpc_paraphrase_pairs(data_root):
 
 
 def test_snli_mnli_without_files_names_the_path_and_the_pull_command(tmp_path):
-    with pytest.raises(DataError, match=r"nli/snli_1\.0_train\.jsonl.*'ncsearch data pull' cannot fetch them offline"):
+    with pytest.raises(DataError, match=r"nli/snli_1\.0_train\.jsonl.*'ncsearch data pull --only nli' fetches it"):
         load_entailment_pairs(tmp_path, "snli_mnli")
 
 

@@ -1,8 +1,7 @@
 """Entailment sentence pairs (premise, hypothesis) for MABEL-style training.
 
 MABEL (He et al. 2022) trains on the entailment pairs of SNLI (Bowman et al. 2015) and MultiNLI
-(Williams et al. 2018). Neither is in ncsearch's data manifest, and this project runs offline, so two
-corpora are offered:
+(Williams et al. 2018). Neither is in the offline mirror, so two corpora are offered:
 
 - ``"offline"`` (default): the entailment-like pairs of the GLUE files already in the mirror, RTE
   train pairs labelled ``entailment`` and MRPC train pairs labelled 1 (paraphrase: mutual
@@ -10,8 +9,10 @@ corpora are offered:
   filtering), recorded as a substitute by the baseline that uses it.
 - ``"snli_mnli"``: the paper's data, read from ``<root>/nli/snli_1.0_train.jsonl`` and
   ``<root>/nli/multinli_1.0_train.jsonl`` (the files of the official SNLI 1.0 and MultiNLI 1.0
-  archives; rows with ``gold_label == "entailment"``). They are placed there by hand:
-  ``ncsearch data pull`` does not fetch them, and nothing here touches the network.
+  archives; rows with ``gold_label == "entailment"``). ``ncsearch data pull --only nli`` puts them
+  there: it downloads both archives from their publishers (about 320 MB), checks each archive's
+  pinned sha256 and extracts the train file (the manifest's opt-in ``nli`` dataset, whose paths are
+  `NLI_FILES`). Nothing here touches the network.
 """
 
 from __future__ import annotations
@@ -78,9 +79,9 @@ def _require_nli_file(root: Path, relative: str) -> Path:
     path = root / relative
     if not path.is_file():
         raise DataError(
-            f"missing NLI file {str(path)!r} (baseline_options.mabel.corpus: snli_mnli); SNLI and MultiNLI are "
-            "not in ncsearch's manifest, so 'ncsearch data pull' cannot fetch them offline: put the train "
-            "jsonl files of the SNLI 1.0 and MultiNLI 1.0 archives there by hand, or use corpus: offline"
+            f"missing NLI file {str(path)!r} (baseline_options.mabel.corpus: snli_mnli); 'ncsearch data pull "
+            "--only nli' fetches it (the SNLI 1.0 and MultiNLI 1.0 archives, about 320 MB, sha256-checked) into "
+            "its --data-dir (default: the cache; not the read-only mirror), or use corpus: offline"
         )
     return path
 

@@ -7,26 +7,56 @@ shifting the benchmark. URLs point at the original publishers' repositories (raw
 the GLUE task zip plus the member inside it); they were not fetched while writing this (no network
 here). MRPC has no single canonical file (GLUE's script builds it from the Microsoft corpus), so it
 can only be pulled from a mirror.
+
+The `nli` dataset (the SNLI 1.0 and MultiNLI 1.0 train files that MABEL's `corpus: snli_mnli` reads,
+see `ncsearch.data._entailment.NLI_FILES`) is opt-in: it is not in the mirror, its archives are about
+320 MB, so `pull` and `check` only touch it when named (`--only nli`). Its members' own checksums are
+unknown (never downloaded here), so these entries pin the canonical ZIP instead (`archive_sha256`,
+`archive_size`; `sha256` and `size` are None): `pull` verifies the archive before extracting the
+member. A mirror (or `--base-url` server) holds the extracted files, which have nothing to be
+compared with: `pull` accepts them as they are and says so. The archive checksums are TensorFlow
+Datasets' published ones, from tensorflow_datasets/url_checksums/snli.txt and
+tensorflow_datasets/url_checksums/multi_nli.txt (the latter also lists the mirror
+http://storage.googleapis.com/tfds-data/downloads/multi_nli/multinli_1.0.zip with the same sha256).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DATASETS", "MANIFEST", "ManifestEntry", "manifest_entries"]
+__all__ = ["ALL_DATASETS", "DATASETS", "MANIFEST", "OPT_IN_DATASETS", "ManifestEntry", "manifest_entries"]
 
 
 @dataclass(frozen=True)
 class ManifestEntry:
-    """One file: `path` is relative to the data root and identical in every mirror."""
+    """One file: `path` is relative to the data root and identical in every mirror.
+
+    `sha256` and `size` pin the file itself. An entry whose member checksum is unknown pins its
+    canonical archive instead: `sha256` and `size` are None and `archive_sha256`/`archive_size` give
+    the zip at `url`, which `pull` verifies before extracting `archive_member` ("verified through its
+    archive"); a file already on disk is then only checked for presence.
+    """
 
     dataset: str
     path: str
-    sha256: str
-    size: int
+    sha256: str | None
+    size: int | None
     url: str | None
     licence: str
     archive_member: str | None = None  # the file inside `url` when `url` is a zip archive
+    archive_sha256: str | None = None  # the zip's sha256, for entries pinned through their archive
+    archive_size: int | None = None  # the zip's size in bytes, likewise
+
+    def __post_init__(self) -> None:
+        if (self.sha256 is None) != (self.size is None):
+            raise ValueError(f"{self.path}: give both sha256 and size, or neither")
+        if self.sha256 is None and not (self.url and self.archive_member and self.archive_sha256 and self.archive_size):
+            raise ValueError(f"{self.path}: an entry without its own sha256 needs url, archive_member, archive_sha256 and archive_size")
+
+    @property
+    def pinned_by_archive(self) -> bool:
+        """True when only the archive is pinned: the member is verified through it at pull time."""
+        return self.sha256 is None
 
 
 _E = ManifestEntry
@@ -119,18 +149,29 @@ MANIFEST: tuple[ManifestEntry, ...] = (
     _E('words', 'words/female.txt', '8805f760fd422b2474b7f37260f573fcdfe036811cc8a3132c6a2c7eb4bc787d', 1936, 'https://raw.githubusercontent.com/EmpathYang/ADEPT/main/data/female.txt', 'as published (ADEPT)'),
     _E('words', 'words/male.txt', 'b2a42c07ad083cc75e38498b126d29833e3baf647a339890d2fc002ad241b435', 1793, 'https://raw.githubusercontent.com/EmpathYang/ADEPT/main/data/male.txt', 'as published (ADEPT)'),
     _E('words', 'words/neutral.txt', '767400d233661880e70b751d7972b7d7a70319cbeff182539184e019cbd3b400', 1788, 'https://raw.githubusercontent.com/EmpathYang/ADEPT/main/data/neutral.txt', 'as published (ADEPT)'),
+    # Opt-in (OPT_IN_DATASETS): pinned through their canonical archives, checksums from TFDS (module docstring).
+    _E('nli', 'nli/snli_1.0_train.jsonl', None, None, 'https://nlp.stanford.edu/projects/snli/snli_1.0.zip', 'CC BY-SA 4.0',
+       archive_member='snli_1.0/snli_1.0_train.jsonl',
+       archive_sha256='afb3d70a5af5d8de0d9d81e2637e0fb8c22d1235c2749d83125ca43dab0dbd3e', archive_size=94550081),
+    _E('nli', 'nli/multinli_1.0_train.jsonl', None, None, 'https://cims.nyu.edu/~sbowman/multinli/multinli_1.0.zip',
+       "mostly OANC (free) and CC BY-SA 3.0 sources; see the MultiNLI paper's data description",
+       archive_member='multinli_1.0/multinli_1.0_train.jsonl',
+       archive_sha256='049f507b9e36b1fcb756cfd5aeb3b7a0cfcb84bf023793652987f7e7e0957822', archive_size=226850426),
 )
 
+#: The default datasets: the ones in the mirror, pulled and checked when none are named.
 DATASETS: tuple[str, ...] = ("stereoset", "crows_pairs", "seat", "winobias", "bec_pro", "gap", "glue", "words")
+#: Datasets pulled and checked only when named (`--only nli`): large, not in the mirror.
+OPT_IN_DATASETS: tuple[str, ...] = ("nli",)
+ALL_DATASETS: tuple[str, ...] = DATASETS + OPT_IN_DATASETS
 
 
 def manifest_entries(only: list[str] | tuple[str, ...] | None = None) -> list[ManifestEntry]:
-    """Entries of the named datasets (all when `only` is empty), in manifest order."""
+    """Entries of the named datasets (those of DATASETS when `only` is empty), in manifest order."""
     from ncsearch.errors import DataError
 
-    if not only:
-        return list(MANIFEST)
-    unknown = [name for name in only if name not in DATASETS]
+    chosen = set(only) if only else set(DATASETS)
+    unknown = [name for name in only or () if name not in ALL_DATASETS]
     if unknown:
-        raise DataError(f"unknown dataset {unknown[0]!r}; choose from {', '.join(DATASETS)}")
-    return [entry for entry in MANIFEST if entry.dataset in set(only)]
+        raise DataError(f"unknown dataset {unknown[0]!r}; choose from {', '.join(ALL_DATASETS)}")
+    return [entry for entry in MANIFEST if entry.dataset in chosen]

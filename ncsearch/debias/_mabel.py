@@ -159,8 +159,8 @@ class MABEL(Baseline):
     required_files = GENDER_WORD_FILES
 
     def preflight(self, model_path: str) -> None:
-        """The gender lists and the entailment files of the chosen corpus (the SNLI/MNLI message says
-        they are placed by hand)."""
+        """The gender lists and the entailment files of the chosen corpus (the SNLI/MNLI message names
+        'ncsearch data pull --only nli')."""
         from ncsearch.data._entailment import check_entailment_files
 
         super().preflight(model_path)
