@@ -166,19 +166,21 @@ class TrialContext:
 def trial_driver(config: dict[str, Any], context: TrialContext) -> None:
     """One Tune trial: train and evaluate on Ray Train V2 workers, check the objectives, report the result.
 
-    Raises `TrialError` when training fails or an objective's metric is missing or not finite,
-    which Tune records as the trial's error (and retries up to `search.max_failures` times;
-    training resumes from its last checkpoint).
+    A worker process that dies is restarted by Ray Train (up to `search.worker_restarts` times) and
+    resumes from the last checkpoint; the step results say how often (`train/worker_restarts`,
+    training/_tune_report.py). Raises `TrialError` when training fails or an objective's metric is
+    missing or not finite, which Tune records as the trial's error (and retries up to
+    `search.max_failures` times; training resumes from its last checkpoint).
     """
     from ncsearch.search import select_train_v2
 
     select_train_v2()
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     from ncsearch.paths import RunLayout
     from ncsearch.train import fit_trial
     from ncsearch.training._evaluate import EVAL_DIR, EVAL_SECONDS_KEY
+    from ncsearch.training._tune_report import TrialReport
 
     base = parse_spec(context.spec, source="<search spec>")
     identity = TrialIdentity.of(config)
@@ -191,7 +193,8 @@ def trial_driver(config: dict[str, Any], context: TrialContext) -> None:
 
     start = time.perf_counter()
     outcome = fit_trial(spec, data_root=context.data_root, storage_path=context.train_storage(trial_id),
-                        name=RunLayout.TRAIN_RUN, callbacks=[TuneReportCallback()], model_path=context.model_path,
+                        name=RunLayout.TRAIN_RUN, callbacks=[TrialReport()], model_path=context.model_path,
+                        max_failures=base.search.worker_restarts,
                         extra_config={"evaluation": {"identity": recorded}, "assets": context.assets})
     seconds = time.perf_counter() - start
     metrics = outcome.metrics

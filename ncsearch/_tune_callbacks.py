@@ -36,6 +36,10 @@ from ncsearch._trial_driver import (
 from ncsearch.config import SearchSpec, parse_spec
 from ncsearch.paths import RunLayout
 from ncsearch.tracking import CONFIGURATION, CONTROL, SearchTracker, failure_reason, flatten_params
+from ncsearch.training._tune_report import WORKER_RESTARTS_KEY
+
+#: MLflow tag of a seed run: how many times Ray Train restarted its worker group (all attempts).
+RESTARTS_TAG = "ncsearch.worker_restarts"
 
 __all__ = ["ProgressCallback", "TrackingCallback", "final_metrics", "progress_line", "trial_error_text"]
 
@@ -79,16 +83,23 @@ class TrackingCallback(Callback):
         self._tracker: SearchTracker | None = None
         self._spec: SearchSpec | None = None
         self._summarised: set[str] = set()
+        #: trial id -> [worker-group restarts of its earlier attempts, of its current attempt]
+        self._restarts: dict[str, list[int]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {"run_dir": self.run_dir, "spec_data": self.spec_data, "_tracker": None, "_spec": None,
-                "_summarised": set(self._summarised)}
+                "_summarised": set(self._summarised), "_restarts": dict(self._restarts)}
 
     def get_state(self) -> dict[str, Any]:
-        return {"summarised": sorted(self._summarised)}
+        return {"summarised": sorted(self._summarised), "restarts": self._restarts}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._summarised = set(state.get("summarised", ()))
+        self._restarts = {k: list(v) for k, v in state.get("restarts", {}).items()}
+
+    def _restart_tag(self, trial_id: str) -> dict[str, str]:
+        """`ncsearch.worker_restarts`: Ray Train's worker-group restarts over all attempts of the trial."""
+        return {RESTARTS_TAG: str(sum(self._restarts.get(trial_id, [0, 0])))}
 
     @property
     def tracker(self) -> SearchTracker:
@@ -121,7 +132,13 @@ class TrackingCallback(Callback):
         if result.get(FINAL_KEY) or "step" not in result:
             return
         metrics = {k: v for k, v in result.items() if k.startswith("train/")}
+        if WORKER_RESTARTS_KEY in result:
+            self._restarts.setdefault(trial.trial_id, [0, 0])[1] = int(result[WORKER_RESTARTS_KEY])
         self.tracker.log_step(trial.trial_id, metrics, step=int(result["step"]))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        counts = self._restarts.setdefault(trial.trial_id, [0, 0])
+        counts[:] = [counts[0] + counts[1], 0]  # Tune retries the trial: a new Train run counts from 0
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
@@ -130,7 +147,8 @@ class TrackingCallback(Callback):
                                   tags={"ncsearch.checkpoint": str(result.get(CHECKPOINT_KEY, "")),
                                         "ncsearch.tokenizer": str(result.get(TOKENIZER_KEY, "")),
                                         "ncsearch.node_id": str(result.get(NODE_ID_KEY, "")),
-                                        "ncsearch.node_ip": str(result.get(NODE_IP_KEY, ""))},
+                                        "ncsearch.node_ip": str(result.get(NODE_IP_KEY, "")),
+                                        **self._restart_tag(trial.trial_id)},
                                   step=int(result.get("step", 0)))
         self._summarise_ready(trials, ended=trial)
 
@@ -144,7 +162,8 @@ class TrackingCallback(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         text = trial_error_text(trial)
-        self.tracker.fail_trial(trial.trial_id, failure_reason(text) if text else "unknown error", error_text=text or None)
+        self.tracker.fail_trial(trial.trial_id, failure_reason(text) if text else "unknown error", error_text=text or None,
+                                tags=self._restart_tag(trial.trial_id))
         self._summarise_ready(trials, ended=trial)
 
     # ----- group summaries -----------------------------------------------------------------------
@@ -220,6 +239,7 @@ class ProgressCallback(Callback):
         self.steps = steps
         self._stream = stream
         self._started: dict[str, float] = {}
+        self._restarts: dict[str, int] = {}
         self._done = 0
 
     def __getstate__(self) -> dict[str, Any]:
@@ -252,6 +272,11 @@ class ProgressCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if result.get(FINAL_KEY) or "step" not in result:
             return
+        restarts = int(result.get(WORKER_RESTARTS_KEY, 0))
+        if restarts > self._restarts.get(trial.trial_id, 0):
+            self._restarts[trial.trial_id] = restarts
+            self._print(f"{self._name(trial)} worker group restarted ({restarts} so far), "
+                        f"resumed from step {int(result.get('train/resumed_from', 0))}")
         shown = ", ".join(f"{k.removeprefix('train/')}={_short(result[k])}" for k in ("train/loss", "train/unc3", "train/nc3") if k in result)
         of = f"/{self.steps}" if self.steps else ""
         self._print(f"{self._name(trial)} step {int(result['step'])}{of}: {shown}")
@@ -265,6 +290,7 @@ class ProgressCallback(Callback):
         self._print(f"{self._name(trial)} finished ({self._done}/{self.total} runs, {took:.0f}s): {shown}")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._restarts.pop(trial.trial_id, None)
         text = trial_error_text(trial)
         self._print(f"{self._name(trial)} crashed, retrying: {failure_reason(text) if text else 'unknown error'}")
 

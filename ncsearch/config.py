@@ -415,6 +415,13 @@ class SearchAlgoSpec(_Strict):
     mean over them. `control`: for each of those seeds, also train the configuration with alpha = 0
     and everything else the same (same data order and masks), once per distinct non-NC3 setting, and
     report every configuration's paired difference against it.
+
+    Failures, from the inside out: `worker_restarts` is Ray Train's restart budget within one attempt
+    of a trial (`FailureConfig.max_failures`): a worker process that dies (killed, out of memory, its
+    node lost) restarts the trial's worker group from its last checkpoint. Errors of ncsearch's own
+    checks (a non-finite loss, a vocabulary the tokenizer cannot supply) would fail again and are not
+    restarted. `max_failures` is Tune's budget of further attempts of a trial that still failed;
+    each one resumes from the trial's last checkpoint too.
     """
 
     algorithm: Literal["tpe", "nsga2", "random", "grid"] = "tpe"
@@ -424,6 +431,7 @@ class SearchAlgoSpec(_Strict):
     max_concurrent: PositiveInt = 1
     seed: Annotated[int, Field(ge=0)] = 0
     max_failures: Annotated[int, Field(ge=0)] = 1
+    worker_restarts: Annotated[int, Field(ge=0)] = 1
     time_budget_s: Annotated[float, Field(gt=0)] | None = None
 
 

@@ -47,7 +47,9 @@ TRIAL_DRIVER_MEMORY = 512 * 1024**2
 # Environment the trial processes need; forwarded through Ray's runtime_env when set here.
 _FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM", "NCSEARCH_CACHE_DIR",
                   "NCSEARCH_ADAPT_STEPS", "NCSEARCH_DATA_DIR", "RAY_TRAIN_V2_ENABLED",
-                  "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
+                  "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
+                  # fault injection for drills and tests (training/_faults.py)
+                  "NCSEARCH_FAULT_KILL_AT_STEP", "NCSEARCH_FAULT_KILL_MARKER")
 #: Ray Train V2's controller polls its workers this often (Ray's default: 2 s); a finished trial's
 #: worker group is torn down only at the next poll, so a short interval saves ~1 s per trial.
 _TRAIN_POLL_S = "0.25"

@@ -18,7 +18,9 @@ Three levels, so that the run table reads the same whatever the number of seeds:
   named "seed N": the run's own params, step metrics (`train/*`), the final eval metrics with their
   intervals (`<m>.ci_low/.ci_high`), the evaluation folder as the artifact `eval/` (per-example
   tables), tags `ncsearch.group`, `ncsearch.kind` (trial|control), `ncsearch.replicate`,
-  `ncsearch.seed`, `ncsearch.trial_id`. A run that fails for good ends FAILED with the reason in
+  `ncsearch.seed`, `ncsearch.trial_id`, `ncsearch.attempts` (Tune's attempts) and
+  `ncsearch.worker_restarts` (Ray Train's worker-group restarts, all attempts; the step metric
+  `train/worker_restarts` shows when). A run that fails for good ends FAILED with the reason in
   `ncsearch.failure_reason`.
 
 Why this layout: the MLflow UI collapses nested runs under their parent, so the top level of the
@@ -362,11 +364,12 @@ class SearchTracker:
             self.client.log_artifacts(run_id, str(artifact_dir), artifact_path="eval")
         self.client.set_terminated(run_id, status="FINISHED")
 
-    def fail_trial(self, trial_id: str, reason: str, *, error_text: str | None = None) -> None:
+    def fail_trial(self, trial_id: str, reason: str, *, error_text: str | None = None,
+                   tags: Mapping[str, str] | None = None) -> None:
         run_id = self.child_run_id(trial_id)
         if run_id is None:
             return
-        self._log(run_id, tags={REASON_TAG: reason})
+        self._log(run_id, tags={**(tags or {}), REASON_TAG: reason})
         if error_text:
             self.client.log_text(run_id, error_text, "error.txt")
         self.client.set_terminated(run_id, status="FAILED")

@@ -43,7 +43,7 @@ from ncsearch.training._precision import (
     resolve_precision,
 )
 from ncsearch.training._seeding import derive_seed, seed_everything
-from ncsearch.training._worker import WorkerRuntime
+from ncsearch.training._worker import RayWorker, WorkerRuntime
 
 __all__ = ["TrainingRecipe", "train_loop_per_worker"]
 
@@ -56,8 +56,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     "model_path": str (a loadable masked LM, e.g. from ncsearch.models.ensure_model)}, and from a
     search's trial driver "evaluation" (see TrainingRecipe) and "assets" ({"model", "data"}:
     `ncsearch._assets.ShippedFolder`s, unpacked here when this node lacks the driver's folders)."""
-    from ncsearch.training._worker import RayWorker
-
     assets = config.get("assets")
     if assets:
         config = {**config, "model_path": assets["model"].local_path(), "data_root": assets["data"].local_path()}
@@ -315,7 +313,7 @@ class TrainingRecipe:
                     metrics["train/skipped_steps"] = float(self.skipped_steps)
                 self._report(metrics, save=save)
                 window.reset()
-                self._maybe_inject_failure()
+                self._maybe_inject_failure(saved=save)
 
     def _optimizer_step(self) -> None:
         """optimizer.step() through the scaler: under fp16 a step with inf/NaN gradients is skipped and
@@ -363,12 +361,20 @@ class TrainingRecipe:
             return own
         return self.batches.sampler.epoch_of(self.step) if self.batches is not None else 0
 
-    def _maybe_inject_failure(self) -> None:
-        """Fault injection for resume tests: config["fail_after_step"] = k makes a run that did not
-        start from a checkpoint die right after reporting step k, as a crashed worker would."""
+    def _maybe_inject_failure(self, *, saved: bool) -> None:
+        """Fault injection for resume tests, in a run that did not start from a checkpoint:
+        config["fail_after_step"] = k raises right after step k is reported, as a crashed training
+        loop would; on a Ray Train worker, NCSEARCH_FAULT_KILL_AT_STEP = k SIGKILLs rank 0's process
+        once its step-k checkpoint is registered (`_faults.py`)."""
+        if self.resumed_from != 0:
+            return
         fail_at = self.config.get("fail_after_step")
-        if fail_at is not None and self.resumed_from == 0 and self.step == int(fail_at):
+        if fail_at is not None and self.step == int(fail_at):
             raise RuntimeError(f"injected failure after step {self.step} (fail_after_step)")
+        if saved and self.rank == 0 and isinstance(self.runtime, RayWorker):
+            from ncsearch.training._faults import kill_after_checkpoint
+
+            kill_after_checkpoint(self.step, f"checkpoint_{self.step:06d}")
 
     def _check_finite(self, loss: torch.Tensor, mlm_loss: torch.Tensor, reg_values: dict[str, float]) -> None:
         """Raise TrialError on every worker at once when any worker's loss is NaN or infinite."""

@@ -195,6 +195,9 @@ def fit_trial(
 def failure_reason(err: BaseException) -> str:
     """One line saying why a Train run failed: the workers' own message (a TrialError's text) when
     there is one, else the first line of the error."""
+    controller = getattr(err, "controller_failure", None)
+    if isinstance(controller, TrialError):  # raised by a Train callback (training/_tune_report.py)
+        return str(controller)
     failures = getattr(err, "worker_failures", None) or {}
     for rank in sorted(failures):
         cause = failures[rank]
