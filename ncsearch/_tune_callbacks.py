@@ -104,7 +104,7 @@ class TrackingCallback(Callback):
     @property
     def tracker(self) -> SearchTracker:
         if self._tracker is None:
-            self._tracker = SearchTracker(self.run_dir)
+            self._tracker = SearchTracker(self.run_dir, max_outage_s=self.spec.tracking.max_outage_s)
         return self._tracker
 
     @property

@@ -4,7 +4,9 @@ Each subcommand lives in its own module under `ncsearch/_commands/` with two fun
 `add_parser(subparsers)` and `main(args) -> int`. Modules are imported only when their subcommand
 runs, so `ncsearch --help` and `ncsearch validate` never import torch, Ray or MLflow.
 
-Exit codes: 0 success; 1 a run failed; 2 bad input (file, key, value, name), nothing started.
+Exit codes: 0 success; 1 a run failed; 2 bad input (file, key, value, name), nothing started; 3 (`ncsearch
+run`) the search finished, but its MLflow tracking server was unreachable for a while: every call
+was buffered and replayed, and the summary says for how long.
 """
 
 from __future__ import annotations

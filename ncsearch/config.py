@@ -449,8 +449,13 @@ class ResourceSpec(_Strict):
 
 
 class TrackingSpec(_Strict):
+    """Where the search logs (MLflow). `max_outage_s`: how long an unreachable tracking server is
+    waited for where the search must read it (the end of the search, a retried trial's run); writes
+    never wait: they are buffered and replayed in order (ncsearch/_tracking_buffer.py)."""
+
     uri: str | None = None
     experiment: str | None = None
+    max_outage_s: Annotated[float, Field(gt=0)] = 600.0
 
 
 class SearchSpec(_Strict):

@@ -33,6 +33,7 @@ from ncsearch.errors import ConfigError, UserInputError
 from ncsearch.paths import RunLayout, run_dir_for, tune_trial_dirname
 
 __all__ = [
+    "EXIT_TRACKING_OUTAGE",
     "TRIAL_DRIVER_MEMORY",
     "SearchOutcome",
     "main_exit_code",
@@ -40,6 +41,12 @@ __all__ = [
     "run_search",
     "select_train_v2",
 ]
+
+#: Exit code of a search that finished, but whose MLflow tracking server was unreachable for a while
+#: (every buffered call was replayed; the summary says for how long).
+EXIT_TRACKING_OUTAGE = 3
+#: Parent-run tag with that summary line.
+OUTAGE_TAG = "ncsearch.tracking_outage"
 
 #: Memory (bytes) a trial driver reserves in Ray instead of a CPU (it holds no model; its workers do).
 TRIAL_DRIVER_MEMORY = 512 * 1024**2
@@ -77,6 +84,8 @@ class SearchOutcome:
     searcher_done: bool
     budget_reached: bool = False
     report: Any = None  # the ncsearch.report.Report written at the end
+    tracking_outage_s: float = 0.0  # how long the MLflow tracking server was unreachable
+    tracking_lost: int = 0  # buffered MLflow calls the server refused on replay
 
     @property
     def complete(self) -> bool:
@@ -215,7 +224,12 @@ def run_search(
     if not resume:
         layout.spec_file.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
     uri = tracking_uri or spec.tracking.uri or (None if resume else layout.mlflow_uri)
-    tracker = SearchTracker(layout.root, tracking_uri=uri, experiment=spec.tracking.experiment or spec.name)
+    from ncsearch._tracking_buffer import MLFLOW_HTTP_DEFAULTS
+
+    for key, value in MLFLOW_HTTP_DEFAULTS.items():  # brief retries; longer outages are buffered
+        os.environ.setdefault(key, value)
+    tracker = SearchTracker(layout.root, tracking_uri=uri, experiment=spec.tracking.experiment or spec.name,
+                            max_outage_s=spec.tracking.max_outage_s)
     parent = tracker.start_parent(spec, yaml_path=yaml_path, ray_address=address, resume=resume)
     echo(f"tracking: {tracker.tracking_uri} (experiment {tracker.experiment!r}, parent run {parent})")
     echo(f"optuna study: {layout.optuna_url} (study {spec.name!r})")
@@ -294,6 +308,7 @@ def _finish(spec: SearchSpec, layout: RunLayout, tracker: Any, grid: Any, plan: 
     finished = sum(1 for r in grid if r.error is None and (r.metrics or {}).get(FINAL_KEY))
     failed = sum(1 for r in grid if r.error is not None)
     unfinished = len(grid) - finished - failed
+    _wait_for_tracking(tracker, echo)
     record = load_search(tracker.experiment, tracking_uri=tracker.tracking_uri, parent_run_id=tracker.parent_run_id)
     proposed = sum(1 for g in record.groups.values() if g.role == "trial")
     searcher_done = proposed >= plan.num_samples and unfinished == 0
@@ -304,10 +319,15 @@ def _finish(spec: SearchSpec, layout: RunLayout, tracker: Any, grid: Any, plan: 
     complete = budget_reached or searcher_done
     status = "FINISHED" if complete and finished else ("FAILED" if complete else "KILLED")
     _close_groups(tracker, report, complete=complete)
+    outages = tracker.outages
+    outage_facts = {"tracking/outage_s": outages.seconds, "tracking/buffered_calls": outages.buffered,
+                    "tracking/lost_calls": len(outages.lost)} if outages.periods else {}
     tracker.finish_parent(metrics={**report.parent_metrics(), "runs/finished": finished, "runs/failed": failed,
-                                   "search/wall_s": wall},
+                                   "search/wall_s": wall, **outage_facts},
                           artifacts={"pareto": layout.pareto_dir, "report": layout.report_dir},
-                          tags=report.parent_tags(), status=status)
+                          tags={**report.parent_tags(), **({OUTAGE_TAG: outages.text()} if outages.periods else {})},
+                          status=status)
+    _wait_for_tracking(tracker, echo)
     echo("")
     echo(report.text())
     echo(f"{finished} runs finished, {failed} failed ({report.configurations} configurations) in {wall:.0f}s")
@@ -316,10 +336,28 @@ def _finish(spec: SearchSpec, layout: RunLayout, tracker: Any, grid: Any, plan: 
         echo(f"stopped at the time budget (search.time_budget_s = {budget:g} s)")
     elif not complete:
         echo(f"the search stopped early; continue it with: ncsearch run ... --resume (run directory {layout.root})")
+    if outages.periods:
+        echo(f"warning: {outages.text()} (exit code {EXIT_TRACKING_OUTAGE} if nothing else went wrong)")
     return SearchOutcome(run_dir=layout.root, tracking_uri=tracker.tracking_uri, experiment=tracker.experiment,
                          parent_run_id=tracker.parent_run_id, finished=finished, failed=failed,
                          expected=plan.expected_runs, configurations=report.configurations,
-                         searcher_done=searcher_done, budget_reached=budget_reached, report=report)
+                         searcher_done=searcher_done, budget_reached=budget_reached, report=report,
+                         tracking_outage_s=outages.seconds, tracking_lost=len(outages.lost))
+
+
+def _wait_for_tracking(tracker: Any, echo: Callable[[str], None]) -> None:
+    """Wait (up to tracking.max_outage_s) until every buffered MLflow write has been replayed; the
+    search's records are then complete, or it stops here with exit code 1, saying what was not written."""
+    if not tracker.outages.down and tracker.flush(0):
+        return
+    echo(f"waiting up to {tracker.max_outage_s:g} s (tracking.max_outage_s) for the MLflow tracking server: "
+         f"{tracker.outages.text()}")
+    if not tracker.flush():
+        from ncsearch.errors import NcsearchError
+
+        raise NcsearchError(f"{tracker.outages.text()}: gave up after tracking.max_outage_s = "
+                            f"{tracker.max_outage_s:g} s; the search's MLflow records are incomplete "
+                            f"(its run directory has everything else: {tracker.run_dir})")
 
 
 def _close_groups(tracker: Any, report: Any, *, complete: bool) -> None:
@@ -327,12 +365,17 @@ def _close_groups(tracker: Any, report: Any, *, complete: bool) -> None:
     the search was stopped, or hit its time budget), with what their finished seeds show."""
     for group, summary in report.analysis.summaries.items():
         run_id = tracker.group_run_id(group)
-        if run_id is None or tracker.client.get_run(run_id).info.status != "RUNNING":
+        if run_id is None or tracker.get_run(run_id).info.status != "RUNNING":
             continue
         status = ("FINISHED" if summary.runs else "FAILED") if complete else "KILLED"
         tracker.finish_group(group, summary.mlflow_metrics(), status=status)
 
 
 def main_exit_code(outcome: SearchOutcome) -> int:
-    """0 when at least one run finished and the search ran to the end, else 1."""
-    return 0 if outcome.finished and outcome.complete else 1
+    """0 when at least one run finished and the search ran to the end, else 1; but
+    `EXIT_TRACKING_OUTAGE` (3) instead of 0 when the MLflow tracking server was unreachable for a
+    while (every buffered call replayed: the records are complete, the summary says how long), and 1
+    when a buffered call was refused on replay."""
+    if not (outcome.finished and outcome.complete) or outcome.tracking_lost:
+        return 1
+    return EXIT_TRACKING_OUTAGE if outcome.tracking_outage_s > 0 else 0

@@ -36,6 +36,11 @@ is `sqlite:///<run dir>/mlflow.db` with artifacts in `<run dir>/mlartifacts`; an
 
 `SearchTracker` keeps its run ids in `<run dir>/tracking.json` so a restarted driver (`--resume`)
 continues the same parent run and the same configuration and seed runs.
+
+Every write goes through one in-order `ncsearch._tracking_buffer.TrackingWriter` per tracking URI:
+while a tracking server cannot be reached, writes (a run's creation included) are buffered and
+replayed in order once it answers again, and the search goes on meanwhile; reads wait for the
+buffered writes first. `SearchTracker.outages` says what an outage cost (the search's summary).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import json
 import math
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -82,6 +88,8 @@ PARENT, CONFIGURATION, CONTROL, SEED = "parent", "configuration", "control", "se
 
 _MAX_PARAM_LEN = 6000
 _BATCH = 100
+#: tracking.json is updated from the driver's thread and from the replay of buffered run creations.
+_STATE_LOCK = threading.RLock()
 
 
 def default_tracking_uri(run_dir: str | Path) -> str:
@@ -169,7 +177,8 @@ class SearchTracker:
     concurrently never log into each other's runs.
     """
 
-    def __init__(self, run_dir: str | Path, *, tracking_uri: str | None = None, experiment: str | None = None):
+    def __init__(self, run_dir: str | Path, *, tracking_uri: str | None = None, experiment: str | None = None,
+                 max_outage_s: float | None = None):
         self.run_dir = Path(run_dir).resolve()
         self.state = TrackingState(self.run_dir)
         uri = tracking_uri or self.state.data.get("tracking_uri") or default_tracking_uri(self.run_dir)
@@ -177,8 +186,12 @@ class SearchTracker:
         if not name:
             raise NcsearchError(f"{self.run_dir}: no experiment name given and no {self.state.path.name} to read it from")
         self.tracking_uri, self.experiment = uri, name
+        #: How long a read (or the end of the search) waits for an unreachable server; None: for ever.
+        self.max_outage_s = max_outage_s
         self._client: MlflowClient | None = None
         self._experiment_id: str | None = None
+        #: ("groups" | "trials", key) -> the PendingRun of a run whose creation is buffered
+        self._pending: dict[tuple[str, str], Any] = {}
 
     # ----- plumbing ------------------------------------------------------------------------------
 
@@ -191,31 +204,70 @@ class SearchTracker:
         return self._client
 
     @property
+    def writer(self) -> Any:
+        """This process's `TrackingWriter` of the tracking URI (shared with other trackers of it)."""
+        from ncsearch._tracking_buffer import writer_for
+
+        return writer_for(self.tracking_uri, lambda: self.client)
+
+    @property
+    def outages(self) -> Any:
+        """`ncsearch._tracking_buffer.Outages` of the tracking server so far."""
+        return self.writer.outages
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every buffered write has reached the server (False: `timeout` passed first)."""
+        return self.writer.flush(self.max_outage_s if timeout is None else timeout)
+
+    def _read(self, fn: Any) -> Any:
+        return self.writer.read(fn, timeout=self.max_outage_s)
+
+    def get_run(self, run_id: Any) -> Any:
+        return self._read(lambda: self.client.get_run(str(run_id)))
+
+    def _remember(self, kind: str, key: str, run_id: str) -> None:
+        with _STATE_LOCK:
+            self.state.data[kind][key] = run_id
+            self.state.save()
+
+    def _create_run(self, kind: str, key: str, **kwargs: Any) -> Any:
+        """Create a run and remember its id in tracking.json under `kind`/`key`, now or on replay."""
+        run_id = self.writer.create_run(self.experiment_id, on_created=lambda rid: self._remember(kind, key, rid), **kwargs)
+        if not isinstance(run_id, str):
+            self._pending[(kind, key)] = run_id
+        return run_id
+
+    @property
     def experiment_id(self) -> str:
         if self._experiment_id is None:
-            exp = self.client.get_experiment_by_name(self.experiment)
-            if exp is None:
-                artifact_location = None
-                if self.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in self.tracking_uri:
-                    # A local store: keep artifacts beside it rather than in ./mlruns of the cwd.
-                    from ncsearch.paths import RunLayout
-
-                    artifact_location = RunLayout(self.run_dir).mlflow_artifacts.as_uri()
-                try:
-                    self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=artifact_location)
-                except Exception:  # created concurrently by another search with the same name
-                    exp = self.client.get_experiment_by_name(self.experiment)
-                    if exp is None:
-                        raise
-                    self._experiment_id = exp.experiment_id
-            else:
-                self._experiment_id = exp.experiment_id
+            self._experiment_id = self._read(self._find_or_create_experiment)
         return self._experiment_id
+
+    def _find_or_create_experiment(self) -> str:
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is not None:
+            return exp.experiment_id
+        artifact_location = None
+        if self.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in self.tracking_uri:
+            # A local store: keep artifacts beside it rather than in ./mlruns of the cwd.
+            from ncsearch.paths import RunLayout
+
+            artifact_location = RunLayout(self.run_dir).mlflow_artifacts.as_uri()
+        try:
+            return self.client.create_experiment(self.experiment, artifact_location=artifact_location)
+        except Exception as err:  # created concurrently by another search with the same name
+            from ncsearch._tracking_buffer import is_unreachable
+
+            exp = None if is_unreachable(err) else self.client.get_experiment_by_name(self.experiment)
+            if exp is None:
+                raise
+            return exp.experiment_id
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks with the Tuner; the client reconnects lazily after unpickling.
         state = self.__dict__.copy()
         state["_client"] = None
+        state["_pending"] = {}
         return state
 
     def _log(self, run_id: str, *, metrics: Mapping[str, float] | None = None, step: int = 0,
@@ -227,11 +279,11 @@ class SearchTracker:
         ps = [Param(k, v) for k, v in (params or {}).items()]
         ts = [RunTag(k, str(v)[:_MAX_PARAM_LEN]) for k, v in (tags or {}).items()]
         for i in range(0, len(ms), 1000):
-            self.client.log_batch(run_id, metrics=ms[i:i + 1000])
+            self.writer.write("log_batch", run_id, metrics=ms[i:i + 1000])
         for i in range(0, len(ps), _BATCH):
-            self.client.log_batch(run_id, params=ps[i:i + _BATCH])
+            self.writer.write("log_batch", run_id, params=ps[i:i + _BATCH])
         for i in range(0, len(ts), _BATCH):
-            self.client.log_batch(run_id, tags=ts[i:i + _BATCH])
+            self.writer.write("log_batch", run_id, tags=ts[i:i + _BATCH])
 
     # ----- parent run ----------------------------------------------------------------------------
 
@@ -243,12 +295,13 @@ class SearchTracker:
         data = self.state.data
         parent = data.get("parent_run_id") if resume else None
         if parent is not None:
-            self.client.update_run(parent, status="RUNNING")
+            self.writer.write("update_run", parent, status="RUNNING")
             self._log(parent, tags={"ncsearch.resumed_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                     "ncsearch.ray_address": ray_address or "local"})
             return parent
-        run = self.client.create_run(
-            self.experiment_id,
+        experiment_id = self.experiment_id
+        run = self._read(lambda: self.client.create_run(
+            experiment_id,
             run_name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
             tags={
                 ROLE_TAG: PARENT,
@@ -259,18 +312,19 @@ class SearchTracker:
                 OBJECTIVES_TAG: json.dumps([{"metric": o.metric, "mode": o.mode} for o in spec.objectives]),
                 "mlflow.note.content": spec.description or "",
             },
-        )
+        ))
         parent = run.info.run_id
         plain = spec.to_dict()
         self._log(parent, params={**flatten_params(plain), "search.num_trials": str(spec.search.num_samples)})
         import yaml
 
         if yaml_path is not None and Path(yaml_path).is_file():
-            self.client.log_text(parent, Path(yaml_path).read_text(encoding="utf-8"), "search_space.yaml")
-        self.client.log_text(parent, yaml.safe_dump(plain, sort_keys=False), "spec.yaml")
+            self.writer.write("log_text", parent, Path(yaml_path).read_text(encoding="utf-8"), "search_space.yaml")
+        self.writer.write("log_text", parent, yaml.safe_dump(plain, sort_keys=False), "spec.yaml")
         data.update({"tracking_uri": self.tracking_uri, "experiment": self.experiment,
                      "experiment_id": self.experiment_id, "parent_run_id": parent, "trials": {}, "groups": {}})
-        self.state.save()
+        with _STATE_LOCK:
+            self.state.save()
         return parent
 
     @property
@@ -288,31 +342,30 @@ class SearchTracker:
         self._log(parent, metrics=metrics, tags=tags)
         for artifact_path, folder in artifacts.items():
             if Path(folder).is_dir():
-                self.client.log_artifacts(parent, str(folder), artifact_path=artifact_path)
-        self.client.set_terminated(parent, status=status)
+                self.writer.write("log_artifacts", parent, str(folder), artifact_path=artifact_path)
+        self.writer.write("set_terminated", parent, status=status)
 
     # ----- configuration, control and seed runs ----------------------------------------------------
 
-    def group_run_id(self, group: str) -> str | None:
-        return self.state.data["groups"].get(group)
+    def group_run_id(self, group: str) -> Any:
+        """The group's run id (a `PendingRun` while its creation is buffered), None before it starts."""
+        return self.state.data["groups"].get(group) or self._pending.get(("groups", group))
 
     def start_group(self, group: str, *, role: str, label: str, values: Mapping[str, Any],
                     params: Mapping[str, str], control: str | None = None) -> str:
         """The configuration's (or control's) run under the search, created on its first seed."""
         existing = self.group_run_id(group)
         if existing is not None:
-            self.client.update_run(existing, status="RUNNING")
+            self.writer.write("update_run", existing, status="RUNNING")
             return existing
         tags = {"mlflow.parentRunId": self.parent_run_id, ROLE_TAG: role, GROUP_TAG: group, LABEL_TAG: label,
                 VALUES_TAG: json.dumps(dict(values), default=str)}
         if control:
             tags[CONTROL_TAG] = control
-        run = self.client.create_run(self.experiment_id, run_name=label, tags=tags)
+        run_id = self._create_run("groups", group, run_name=label, tags=tags)
         # A group spans seeds: its params are the resolved spec without the seed.
-        self._log(run.info.run_id, params={k: v for k, v in params.items() if k != "train.seed"})
-        self.state.data["groups"][group] = run.info.run_id
-        self.state.save()
-        return run.info.run_id
+        self._log(run_id, params={k: v for k, v in params.items() if k != "train.seed"})
+        return run_id
 
     def finish_group(self, group: str, metrics: Mapping[str, float], *, status: str = "FINISHED") -> None:
         """Log a group's summary over its seeds (`GroupSummary.mlflow_metrics`) and close its run."""
@@ -320,32 +373,31 @@ class SearchTracker:
         if run_id is None:
             return
         self._log(run_id, metrics=metrics)
-        self.client.set_terminated(run_id, status=status)
+        self.writer.write("set_terminated", run_id, status=status)
 
-    def child_run_id(self, trial_id: str) -> str | None:
-        return self.state.data["trials"].get(trial_id)
+    def child_run_id(self, trial_id: str) -> Any:
+        """The trial's run id (a `PendingRun` while its creation is buffered), None before it starts."""
+        return self.state.data["trials"].get(trial_id) or self._pending.get(("trials", trial_id))
 
     def start_trial(self, trial_id: str, *, group: str, kind: str, replicate: int, seed: int,
                     params: Mapping[str, Any]) -> str:
         """Create the seed's run under its group's, or reopen it when the trial restarts (retry/resume)."""
         existing = self.child_run_id(trial_id)
         if existing is not None:
-            run = self.client.get_run(existing)
+            run = self.get_run(existing)
             attempts = int(run.data.tags.get("ncsearch.attempts", "1")) + 1
-            self.client.update_run(existing, status="RUNNING")
+            self.writer.write("update_run", existing, status="RUNNING")
             self._log(existing, tags={"ncsearch.attempts": str(attempts)})
             return existing
         parent = self.group_run_id(group) or self.parent_run_id
-        run = self.client.create_run(
-            self.experiment_id,
+        run_id = self._create_run(
+            "trials", trial_id,
             run_name=f"seed {seed}" + (" (control)" if kind == "control" else ""),
             tags={"mlflow.parentRunId": parent, ROLE_TAG: SEED, TRIAL_TAG: trial_id, GROUP_TAG: group,
                   KIND_TAG: kind, REPLICATE_TAG: str(replicate), SEED_TAG: str(seed), "ncsearch.attempts": "1"},
         )
-        self._log(run.info.run_id, params=params)
-        self.state.data["trials"][trial_id] = run.info.run_id
-        self.state.save()
-        return run.info.run_id
+        self._log(run_id, params=params)
+        return run_id
 
     def log_step(self, trial_id: str, metrics: Mapping[str, Any], *, step: int) -> None:
         run_id = self.child_run_id(trial_id)
@@ -361,8 +413,8 @@ class SearchTracker:
             return
         self._log(run_id, metrics=metrics, tags=tags, step=step)
         if artifact_dir is not None and Path(artifact_dir).is_dir():
-            self.client.log_artifacts(run_id, str(artifact_dir), artifact_path="eval")
-        self.client.set_terminated(run_id, status="FINISHED")
+            self.writer.write("log_artifacts", run_id, str(artifact_dir), artifact_path="eval")
+        self.writer.write("set_terminated", run_id, status="FINISHED")
 
     def fail_trial(self, trial_id: str, reason: str, *, error_text: str | None = None,
                    tags: Mapping[str, str] | None = None) -> None:
@@ -371,8 +423,8 @@ class SearchTracker:
             return
         self._log(run_id, tags={**(tags or {}), REASON_TAG: reason})
         if error_text:
-            self.client.log_text(run_id, error_text, "error.txt")
-        self.client.set_terminated(run_id, status="FAILED")
+            self.writer.write("log_text", run_id, error_text, "error.txt")
+        self.writer.write("set_terminated", run_id, status="FAILED")
 
 
 # ----- reading a finished search back -------------------------------------------------------------

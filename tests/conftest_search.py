@@ -76,23 +76,38 @@ def wait_http(url: str, *, timeout: float = 180, proc: subprocess.Popen | None =
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
+def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
+    """Start a real `mlflow server` on 127.0.0.1:`port` over the SQLite store and artifact folder in
+    `folder` (created, or reused: a restart sees what was there), in its own process group; it logs
+    to `folder`/server.log. Returns once it answers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "server.log", "a") as log:
+        proc = subprocess.Popen(
+            [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+             "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1"],
+            cwd=folder, env=env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc=proc)
+    except BaseException:
+        stop_mlflow_server(proc)
+        raise
+    return proc
+
+
+def stop_mlflow_server(proc: subprocess.Popen) -> None:
+    """Stop a server of `start_mlflow_server`: its whole process group (`mlflow server` 3.x starts helpers)."""
+    kill_group(proc, signal.SIGTERM)
+    kill_group(proc)
+
+
 @contextlib.contextmanager
 def mlflow_server(folder: Path) -> Iterator[str]:
     """A real `mlflow server` on 127.0.0.1 (SQLite store, proxied artifacts); yields its URL."""
     port = free_port()
-    folder.mkdir(parents=True, exist_ok=True)
-    log = open(folder / "server.log", "w")
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-         "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        cwd=folder, env=env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc = start_mlflow_server(folder, port)
     try:
-        wait_http(f"{url}/health", proc=proc)
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
-        kill_group(proc, signal.SIGTERM)
-        kill_group(proc)
-        log.close()
+        stop_mlflow_server(proc)
