@@ -104,10 +104,13 @@ def trial_benchmarks(spec: SearchSpec) -> list[str]:
 
 def evaluation_suite(spec: SearchSpec, vocab_ids: list[int]) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """Benchmark names and options for a trial: `trial_benchmarks`, with held-out collapse on the
-    trial's own V (`vocab_ids`), the spec's NC3 feature source and label shift."""
+    trial's own V (`vocab_ids`), the spec's NC3 feature source and label shift, and a perplexity
+    `reference: base` resolved to the spec's model."""
     names = trial_benchmarks(spec)
     options = {name: dict(values) for name, values in spec.eval.options.items()}
     _apply_baseline_eval_options(spec, names, options)
+    if options.get("perplexity", {}).get("reference") == "base":  # the control variate: this search's model
+        options["perplexity"]["reference"] = spec.model
     collapse = options.setdefault(HELDOUT_COLLAPSE, {})
     collapse.setdefault("vocab_ids", list(vocab_ids))
     collapse.setdefault("features", spec.nc3.features)

@@ -211,6 +211,10 @@ def run_search(
     t0 = time.perf_counter()
     model_path = ensure_model(spec.model, data_root=data_root)
     echo(f"model: {spec.model} -> {model_path} ({time.perf_counter() - t0:.0f}s)")
+    from ncsearch.evaluate.perplexity import prepare_reference
+
+    prepare_reference(options.get("perplexity", {}), data_root=data_root, limit=spec.eval.limits.get("perplexity"),
+                      echo=echo)  # once per model, not once per trial
     from ncsearch.debias import preflight_baselines
 
     preflight_baselines(spec, data_root, model_path)

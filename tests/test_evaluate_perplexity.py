@@ -76,3 +76,122 @@ def test_positions_must_be_a_positive_integer(data_root, bad):
 
     with pytest.raises(ConfigError, match="eval.options.perplexity.positions: "):
         PerplexityBenchmark(data_root, positions=bad)
+
+
+# ----- the reference control variate (ncsearch.evaluate._reference) -----------------------------------
+
+
+def _saved(model, tokenizer, folder):
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture()
+def reference_dir(tmp_path, minilm_tokenizer, monkeypatch):
+    """A second tiny masked LM (other random weights, same tokenizer) saved as a folder, and a fresh
+    cache for reference tables."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    from tiny_models import TINY_BERT
+
+    monkeypatch.setenv("NCSEARCH_CACHE_DIR", str(tmp_path / "cache"))
+    torch.manual_seed(1)
+    model = BertForMaskedLM(BertConfig(vocab_size=minilm_tokenizer.vocab_size, **TINY_BERT)).eval()
+    return _saved(model, minilm_tokenizer, tmp_path / "reference")
+
+
+def test_reference_estimate_is_exact_when_every_token_is_scored(tiny_mlm, data_root, reference_dir):
+    """R_p + (all tokens' sum - R_p) is the exact sum: the control changes the estimator's variance, never
+    its target."""
+    model, tokenizer = tiny_mlm
+    exact = PerplexityBenchmark(data_root, limit=3, batch_size=16).score(model, tokenizer)
+    controlled = PerplexityBenchmark(data_root, limit=3, batch_size=16, positions=10_000,
+                                     reference=reference_dir).score(model, tokenizer)
+    assert controlled.metrics["perplexity/pppl_sampled"] == pytest.approx(exact.metrics["perplexity/pppl"], rel=1e-9)
+    table = controlled.details["passages"]
+    assert table["reference_sum"].to_numpy() == pytest.approx(table["reference_sampled_sum"].to_numpy())
+
+
+def test_reference_estimate_is_the_difference_estimator(tiny_mlm, data_root, reference_dir):
+    model, tokenizer = tiny_mlm
+    result = PerplexityBenchmark(data_root, limit=3, batch_size=16, positions=4,
+                                 reference=reference_dir).score(model, tokenizer)
+    table = result.details["passages"]
+    reference, _ = __import__("ncsearch.models", fromlist=["load_mlm"]).load_mlm(reference_dir)
+    # the reference's exact sums are its own exact pseudo-perplexity
+    own = PerplexityBenchmark(data_root, limit=3, batch_size=16).score(reference, tokenizer)
+    assert math.exp(-table["reference_sum"].sum() / table["tokens"].sum()) == pytest.approx(
+        own.metrics["perplexity/pppl"], rel=1e-5)
+    sums = table["reference_sum"] + (table["sum_logprob"] - table["reference_sampled_sum"]) * table["tokens"] / table["scored"]
+    assert result.metrics["perplexity/pppl_sampled"] == pytest.approx(
+        math.exp(-sums.sum() / table["tokens"].sum()), rel=1e-9)
+    plain = PerplexityBenchmark(data_root, limit=3, batch_size=16, positions=4).score(model, tokenizer)
+    assert (plain.details["passages"]["sum_logprob"] == table["sum_logprob"]).all()  # the same tokens scored
+
+
+def test_reference_of_the_scored_model_itself_gives_its_exact_metric(data_root, reference_dir):
+    from ncsearch.models import load_mlm
+
+    model, tokenizer = load_mlm(reference_dir)
+    exact = PerplexityBenchmark(data_root, limit=2, batch_size=16).score(model, tokenizer)
+    controlled = PerplexityBenchmark(data_root, limit=2, batch_size=16, positions=2,
+                                     reference=reference_dir).score(model, tokenizer)
+    assert controlled.metrics["perplexity/pppl_sampled"] == pytest.approx(exact.metrics["perplexity/pppl"], rel=1e-6)
+
+
+def test_reference_table_is_computed_once_and_keyed_by_weights(tiny_mlm, data_root, reference_dir, monkeypatch, tmp_path):
+    from ncsearch.evaluate import _reference
+
+    model, tokenizer = tiny_mlm
+    texts = __import__("ncsearch.evaluate.perplexity", fromlist=["x"]).held_out_passages(data_root, 2)
+    first = _reference.reference_table(reference_dir, texts, tokenizer, max_length=16)
+    cached = list((tmp_path / "cache" / "pppl_reference").glob("*.npz"))
+    assert len(cached) == 1
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("recomputed a cached reference table")
+
+    monkeypatch.setattr(_reference, "_compute", refuse)
+    again = _reference.reference_table(reference_dir, texts, tokenizer, max_length=16)
+    assert (again.logprobs == first.logprobs).all() and (again.offsets == first.offsets).all()
+    with pytest.raises(AssertionError, match="recomputed"):  # other passages or truncation: another key
+        _reference.reference_table(reference_dir, texts, tokenizer, max_length=12)
+    other = _saved(model, tokenizer, tmp_path / "other-weights")
+    with pytest.raises(AssertionError, match="recomputed"):  # other weights: another key
+        _reference.reference_table(other, texts, tokenizer, max_length=16)
+
+
+def test_reference_with_another_tokenizer_is_refused(tiny_mlm, data_root, tmp_path, monkeypatch):
+    from transformers import BertConfig, BertForMaskedLM
+
+    from ncsearch.errors import UserInputError
+    from tiny_models import TINY_BERT
+
+    monkeypatch.setenv("NCSEARCH_CACHE_DIR", str(tmp_path / "cache"))
+    model, tokenizer = tiny_mlm
+    other_tokenizer = __import__("copy").deepcopy(tokenizer)
+    other_tokenizer.add_tokens(["zzyzx-not-a-word"])
+    other = BertForMaskedLM(BertConfig(vocab_size=len(other_tokenizer), **TINY_BERT))
+    folder = _saved(other, other_tokenizer, tmp_path / "other-tokenizer")
+    with pytest.raises(UserInputError, match="another tokenizer"):
+        PerplexityBenchmark(data_root, limit=1, positions=2, reference=folder).score(model, tokenizer)
+
+
+def test_reference_needs_positions_and_base_needs_a_search(data_root, tiny_mlm):
+    from ncsearch.errors import ConfigError, UserInputError
+
+    with pytest.raises(ConfigError, match="eval.options.perplexity.*set positions too"):
+        PerplexityBenchmark(data_root, reference="minilm-l6")
+    model, tokenizer = tiny_mlm
+    with pytest.raises(UserInputError, match="reference 'base' means a search's own model"):
+        PerplexityBenchmark(data_root, limit=1, positions=2, reference="base").score(model, tokenizer)
+
+
+def test_search_resolves_reference_base_to_its_model():
+    from ncsearch._trial_driver import evaluation_suite
+    from ncsearch.config import load_spec
+
+    spec = load_spec("search_spaces/alpha.yaml", [])
+    _, options = evaluation_suite(spec, vocab_ids=[1, 2])
+    assert options["perplexity"]["reference"] == spec.model == "minilm-l6"

@@ -95,3 +95,46 @@ def test_map_shards_deals_items_round_robin_and_returns_all_in_order(monkeypatch
     with shard_scoring(_Peer(1, 3)):
         assert map_shards(list(range(7)), compute) == [f"item{i}" for i in range(7)]
     assert computed == [1, 4]
+
+
+def _reference_worker(rank: int, model_dir: str, data_root: str, out_dir: str, init_file: str) -> None:
+    import os
+
+    import numpy as np
+
+    from ncsearch.evaluate._reference import reference_table
+    from ncsearch.evaluate.perplexity import held_out_passages
+    from ncsearch.models import load_mlm
+
+    os.environ["NCSEARCH_CACHE_DIR"] = str(Path(out_dir) / "shared-cache")
+    torch.set_num_threads(1)
+    with gloo_group(rank, 2, f"file://{init_file}"):
+        _, tokenizer = load_mlm(model_dir)
+        texts = held_out_passages(data_root, 3)
+        with shard_scoring(ShardGroup.from_torch()):
+            computed = reference_table(model_dir, texts, tokenizer, max_length=24)  # together, rank 0 caches
+            cached = reference_table(model_dir, texts, tokenizer, max_length=24)  # rank 0 reads, rank 1 receives
+        np.savez(Path(out_dir, f"reference{rank}.npz"), computed=computed.logprobs, cached=cached.logprobs,
+                 offsets=computed.offsets)
+
+
+def test_two_workers_build_the_reference_table_one_builds(tiny_model_dir, data_root, tmp_path, monkeypatch):
+    import numpy as np
+    import torch.multiprocessing as mp
+
+    from ncsearch.evaluate._reference import reference_table
+    from ncsearch.evaluate.perplexity import held_out_passages
+    from ncsearch.models import load_mlm
+
+    monkeypatch.setenv("NCSEARCH_CACHE_DIR", str(tmp_path / "alone-cache"))
+    _, tokenizer = load_mlm(str(tiny_model_dir))
+    torch.set_num_threads(1)
+    alone = reference_table(str(tiny_model_dir), held_out_passages(data_root, 3), tokenizer, max_length=24)
+    mp.spawn(_reference_worker, args=(str(tiny_model_dir), str(data_root), str(tmp_path), str(tmp_path / "init")),
+             nprocs=2, join=True)
+    assert len(list((tmp_path / "shared-cache" / "pppl_reference").glob("*.npz"))) == 1  # written once
+    for rank in (0, 1):
+        with np.load(tmp_path / f"reference{rank}.npz") as got:
+            assert (got["offsets"] == alone.offsets).all()
+            assert got["computed"] == pytest.approx(alone.logprobs, rel=1e-5, abs=1e-6)
+            assert (got["cached"] == got["computed"]).all()

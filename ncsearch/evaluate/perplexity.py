@@ -23,18 +23,21 @@ sampling variance (the usual ultimate-cluster bootstrap of a two-stage sample).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ncsearch._options import StrictOptions
+from ncsearch.errors import UserInputError
 from ncsearch.evaluate._base import Benchmark, BenchmarkResult, Resampling, point_metrics, register
 from ncsearch.evaluate._scoring import MaskedRequest, score_masked
 
-__all__ = ["PerplexityBenchmark", "PerplexityOptions", "held_out_passages", "passage_table", "pppl_requests", "pseudo_perplexity"]
+__all__ = ["PerplexityBenchmark", "PerplexityOptions", "held_out_passages", "passage_table", "pppl_requests",
+           "prepare_reference", "pseudo_perplexity"]
 
 EXACT, SAMPLED = "perplexity/pppl", "perplexity/pppl_sampled"
 
@@ -102,6 +105,18 @@ class PerplexityOptions(StrictOptions):
     #: Tokens scored per passage, drawn without replacement with the benchmark's seed (also gives
     #: `perplexity/pppl_sampled`); None: every token (the exact pseudo-perplexity only).
     positions: Annotated[int, Field(ge=1)] | None = None
+    #: With `positions`: a model (name, alias or folder; `base` in a search space: the search's own
+    #: model) whose exact per-token log-probabilities are the control variate of the sampled estimate
+    #: (`ncsearch.evaluate._reference`): same metric, far narrower interval. Must share the tokenizer.
+    reference: str | None = None
+
+    @model_validator(mode="after")
+    def _reference_needs_positions(self) -> PerplexityOptions:
+        if self.reference is not None and self.positions is None:
+            raise ValueError("reference is the control variate of sampled positions; set positions too")
+        if self.reference is not None and not self.reference.strip():
+            raise ValueError("reference must name a model")
+        return self
 
 
 @register
@@ -117,6 +132,7 @@ class PerplexityBenchmark(Benchmark):
     def __init__(self, data_root: Any, **kwargs: Any):
         super().__init__(data_root, **kwargs)  # common settings and `PerplexityOptions`
         self.positions = self.options.positions
+        self.reference = self.options.reference
 
     @classmethod
     def metrics_from_weights(cls, table: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
@@ -125,9 +141,14 @@ class PerplexityBenchmark(Benchmark):
         sampling existed have no `scored` column and scored every token)."""
         tokens = weights @ table["tokens"].to_numpy(dtype=np.float64)
         scored = table["scored" if "scored" in table else "tokens"].to_numpy(dtype=np.float64)
+        sampled_sum = table["sum_logprob"].to_numpy(dtype=np.float64)
+        exact_part = np.zeros(len(table))
+        if "reference_sum" in table:  # the difference estimator against a reference's exact sums
+            sampled_sum = sampled_sum - table["reference_sampled_sum"].to_numpy(dtype=np.float64)
+            exact_part = table["reference_sum"].to_numpy(dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
-            passage_sums = np.where(scored > 0, table["sum_logprob"].to_numpy(dtype=np.float64)
-                                    * table["tokens"].to_numpy(dtype=np.float64) / scored, 0.0)
+            passage_sums = exact_part + np.where(
+                scored > 0, sampled_sum * table["tokens"].to_numpy(dtype=np.float64) / scored, 0.0)
             total = weights @ passage_sums
             value = np.where(tokens > 0, np.exp(-total / tokens), np.nan)
         sampled = "sampled" in table and bool(table["sampled"].any())
@@ -142,5 +163,53 @@ class PerplexityBenchmark(Benchmark):
         table = passage_table(texts, owners, logprobs)
         table.insert(2, "tokens", np.asarray(scorable, dtype=np.int64))
         table["sampled"] = self.positions is not None
+        if self.reference is not None:
+            self._add_reference(table, texts, tokenizer, requests, owners, model)
         table["pppl"] = np.exp(-table["sum_logprob"] / table["scored"].where(table["scored"] > 0))
         return BenchmarkResult(point_metrics(type(self), table), {"passages": table})
+
+    def _add_reference(self, table: pd.DataFrame, texts: Sequence[str], tokenizer: Any,
+                       requests: Sequence[MaskedRequest], owners: Sequence[int], model: Any) -> None:
+        """Columns `reference_sum` (the reference's exact passage sum) and `reference_sampled_sum`
+        (its sum over the tokens this checkpoint scored), for the difference estimator."""
+        from ncsearch.evaluate._reference import reference_table
+
+        if self.reference == "base":
+            raise UserInputError("perplexity reference 'base' means a search's own model; outside a search, "
+                                 "name the model (e.g. --option perplexity.reference=minilm-l6)")
+        reference = reference_table(self.reference, texts, tokenizer, max_length=self.max_length,
+                                    data_root=self.data_root, batch_size=self.batch_size,
+                                    fast_path=self.fast_path, device=next(model.parameters()).device)
+        sampled = np.zeros(len(texts))
+        for request, passage in zip(requests, owners):
+            sampled[passage] += float(reference.at(passage, request.positions).sum())
+        table["reference_sum"] = reference.totals()
+        table["reference_sampled_sum"] = sampled
+
+
+def prepare_reference(options: dict[str, Any], *, data_root: Any, limit: int | None,
+                      echo: Any = print) -> None:
+    """Compute (or find) the cached reference table a search's trials will read, once, before they
+    start: in the search's own process with every local core, instead of inside the first trial
+    with one. `options` are the trial's perplexity options (`reference` already resolved)."""
+    import time
+
+    import torch
+
+    from ncsearch.evaluate._reference import reference_table
+    from ncsearch.models import load_mlm
+
+    reference = (options or {}).get("reference")
+    if not reference:
+        return
+    started = time.perf_counter()
+    _, tokenizer = load_mlm(reference, data_root=data_root)
+    texts = held_out_passages(data_root, limit)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(threads, os.cpu_count() or 1))
+    try:
+        reference_table(reference, texts, tokenizer, max_length=PerplexityBenchmark.max_length, data_root=data_root)
+    finally:
+        torch.set_num_threads(threads)
+    echo(f"perplexity reference: {reference} on {len(texts)} passages ({time.perf_counter() - started:.0f}s; "
+         "cached for later searches)")
