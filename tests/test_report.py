@@ -172,3 +172,14 @@ def test_unc3_is_not_differenced_across_vocabularies():
     assert "train/unc3" in analysis.summaries["c001"].deltas
     assert "train/unc3" not in analysis.summaries["c002"].deltas and ODDS in analysis.summaries["c002"].deltas
     assert analysis.claim_points("train/unc3", ODDS)[2] == "values of the configurations' runs"
+
+
+def test_a_search_where_every_run_failed_still_gets_its_report(tmp_path):
+    """The end of a search writes the report whatever happened: here every seed failed (a full disk, say)."""
+    record = _search()
+    record.runs = [RunRecord(r.trial_id, r.role, r.group, r.replicate, "FAILED") for r in record.runs]
+    report = write_report(record, pareto_dir=tmp_path / "pareto", report_dir=tmp_path / "report", resamples=100)
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "No configuration finished, so there is nothing to conclude." in report.verdict
+    assert "No run finished, so there is no response to show." in markdown
+    assert not (tmp_path / "report" / "figures" / "response_nc3.alpha.png").exists()

@@ -186,12 +186,14 @@ def _document(report: Report, pareto_png: bytes, facts: dict[str, float]) -> _Do
     searched = list(spec.distributions())
     metrics = report.headline[:6]
     for parameter in searched:
-        if any(parameter in s.info.values for s in analysis.configurations):
+        if metrics and any(parameter in s.info.values for s in analysis.configurations):  # no metric: every run failed
             doc.figure(f"response_{parameter}.png", response_curve(report, parameter, metrics),
                        f"{parameter}: each metric's mean over seeds with its 95% interval; dots are single seeds; the "
                        "dashed line and band are the control (alpha = 0) and its interval.")
     if not searched:
         doc.paragraph("Nothing is searched.")
+    elif not metrics:
+        doc.paragraph("No run finished, so there is no response to show.")
     doc.heading(SECTIONS[4] + (" (baseline x NC3)" if "baseline" in searched else ""))
     if analysis.controls:
         doc.paragraph("Each configuration against the control trained at the same seeds (same data order and masks); "
