@@ -32,7 +32,14 @@ import torch
 
 from ncsearch.debias import StepContext
 from ncsearch.errors import TrialError
-from ncsearch.training._checkpoint import MODEL_DIR, TrainState, read_state, write_checkpoint, write_model
+from ncsearch.training._checkpoint import (
+    MODEL_DIR,
+    TrainState,
+    checkpoint_problem,
+    read_state,
+    write_checkpoint,
+    write_model,
+)
 from ncsearch.training._data import MLMBatches, chunk_corpus
 from ncsearch.training._optim import adamw, linear_warmup_decay
 from ncsearch.training._precision import (
@@ -238,6 +245,9 @@ class TrainingRecipe:
         with self.runtime.restored_checkpoint() as folder:
             if folder is None:
                 return None
+            damaged = checkpoint_problem(folder)
+            if damaged:  # fail naming the file, never train over it from step 0
+                raise TrialError(f"cannot resume from checkpoint {folder}: {damaged[0]} is damaged ({damaged[1]})")
             state = read_state(folder)
             if not load_model:
                 return state, None, None
