@@ -91,11 +91,12 @@ def commit_tree(commit: str, folder: Path) -> Path:
 
 def run_search(tree: Path, space: dict, folder: Path, data_root: Path) -> float:
     """One traced `ncsearch run` of `space` with `tree`'s code; its wall time in seconds."""
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     space_file = folder / "space.yaml"
     space_file.write_text(yaml.safe_dump(space), encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree), str(TRACE_SITE)]),
-               NCSEARCH_PHASE_TRACE=str(folder / "trace"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+               NCSEARCH_PHASE_TRACE=str(folder / "trace"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               NCSEARCH_CACHE_DIR=str(folder / "cache"))  # this side's own cache (see warm_reference)
     command = [sys.executable, "-m", "ncsearch.cli", "run", str(space_file), "--storage", str(folder / "runs"),
                "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}", "--data-dir", str(data_root)]
     started = time.perf_counter()
@@ -106,6 +107,22 @@ def run_search(tree: Path, space: dict, folder: Path, data_root: Path) -> float:
         tail = (folder / "run.log").read_text(encoding="utf-8").splitlines()[-15:]
         raise SystemExit(f"ncsearch run with {tree} failed ({proc.returncode}):\n" + "\n".join(tail))
     return wall
+
+
+def warm_reference(tree: Path, space: dict, folder: Path, data_root: Path) -> float | None:
+    """Seconds of the once-per-model perplexity reference pass (`perplexity.reference`), computed into
+    this side's own fresh cache before its search, with every core, as `ncsearch run` does on a
+    machine that has not seen the model: the search is then timed as every later one runs."""
+    options = ((space.get("eval") or {}).get("options") or {}).get("perplexity") or {}
+    if not options.get("reference"):
+        return None
+    reference = space["model"] if options["reference"] == "base" else options["reference"]
+    code = ("import sys; from ncsearch.evaluate.perplexity import prepare_reference; "
+            "prepare_reference({'reference': sys.argv[1]}, data_root=sys.argv[2], limit=None)")
+    env = dict(os.environ, PYTHONPATH=str(tree), NCSEARCH_CACHE_DIR=str(folder / "cache"), HF_HUB_OFFLINE="1")
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code, reference, str(data_root)], check=True, env=env)
+    return time.perf_counter() - started
 
 
 def read_trace(folder: Path) -> list[dict]:
@@ -127,7 +144,7 @@ def phase_table(events: list[dict], trials: int, wall: float, tokens_per_trial: 
     for event in events:
         by_pid[event["pid"]].append(event)
 
-    start_up = tear_down = setup = steps_window = 0.0
+    start_up = tear_down = setup = steps_window = in_fit_eval = 0.0
     for fit in spans["train.fit"]:
         fit_end = fit["start"] + fit["dur"]
         loops = [e for e in spans["loop"] if fit["start"] <= e["start"] <= fit_end]
@@ -139,7 +156,12 @@ def phase_table(events: list[dict], trials: int, wall: float, tokens_per_trial: 
         worker = [e for e in by_pid[loop["pid"]] if loop["start"] <= e["start"] <= loop["start"] + loop["dur"]]
         first_batch = min((e["start"] for e in worker if e["label"] == "train.data"), default=loop["start"])
         setup += first_batch - loop["start"]
-        steps_window += loop["start"] + loop["dur"] - first_batch
+        # Evaluation on the trial's own workers (after f2bcd1b) runs inside the loop, after the last step.
+        scoring = sum(e["dur"] for e in worker if e["start"] >= first_batch and (
+            (e["span"] and e["label"] == "eval.suite")
+            or (not e["span"] and e["label"] in ("eval.model_write", "checkpoint.read"))))
+        in_fit_eval += scoring
+        steps_window += loop["start"] + loop["dur"] - first_batch - scoring
 
     per = 1.0 / trials
     row: dict[str, float] = {"search.wall_s": wall, "search.trials_per_hour": trials / wall * 3600.0,
@@ -149,6 +171,7 @@ def phase_table(events: list[dict], trials: int, wall: float, tokens_per_trial: 
     row["fixed.checkpoint_write"] = total["checkpoint.write"] * per
     row["fixed.checkpoint_report"] = total["train.report"] * per
     row["fixed.checkpoint_read"] = total["checkpoint.read"] * per
+    row["fixed.eval_model_write"] = total["eval.model_write"] * per
     row["fixed.worker_group_teardown"] = tear_down * per
     step_phases = sum(total[p] for p in TRAIN_PHASES)
     for phase in TRAIN_PHASES:
@@ -162,11 +185,11 @@ def phase_table(events: list[dict], trials: int, wall: float, tokens_per_trial: 
         row[name] = total[name] * per
     suite = total_span(spans["eval.suite"])
     row["eval.other"] = max(0.0, suite - sum(total[k] for k in benchmarks)) * per
-    row["eval.total"] = suite * per + row["fixed.checkpoint_read"]
+    row["eval.total"] = suite * per + row["fixed.checkpoint_read"] + row["fixed.eval_model_write"]
     row["tracking"] = total["tracking"] * per
     fits = total_span(spans["train.fit"]) * per
-    row["trial.train_s"] = fits
-    row["trial.total_s"] = fits + row["eval.total"]
+    row["trial.train_s"] = fits - in_fit_eval * per
+    row["trial.total_s"] = fits + row["eval.total"] - in_fit_eval * per  # scoring inside fit() counted once
     fixed = sum(v for k, v in row.items() if k.startswith("fixed."))
     row["fixed.total"] = fixed
     row["fixed.share"] = fixed / row["trial.total_s"] if row["trial.total_s"] else float("nan")
@@ -186,7 +209,7 @@ def tokens_per_trial(space: dict, data_root: Path, model_path: str) -> float:
 
     spec = parse_spec({**space, "nc3": {**space["nc3"], "alpha": 1.0}, "search": {}}, source="<bench>")
     _, tokenizer = load_mlm(model_path)
-    baseline = get_baseline(spec.baseline)(data_root=data_root, options=spec.baseline_options)
+    baseline = get_baseline(spec.baseline)(data_root=data_root, options=getattr(spec.baseline_options, spec.baseline))
     texts = baseline.corpus(limit=spec.train.max_train_sentences)
     batches = MLMBatches(chunk_corpus(texts, tokenizer, spec.train.max_length), tokenizer,
                          batch_size=spec.train.batch_size, mlm_probability=spec.train.mlm_probability,
@@ -209,8 +232,11 @@ def precision_rows(spaces: dict[str, dict], rows: dict[str, dict[str, float]], c
     out: dict[str, dict[str, float]] = {}
     for name, space in spaces.items():
         ev = space["eval"]
+        options = {bench: dict(values) for bench, values in (ev.get("options") or {}).items()}
+        if options.get("perplexity", {}).get("reference") == "base":
+            options["perplexity"]["reference"] = space["model"]
         result = run_suite(model, tokenizer, ev["benchmarks"], data_root=data_root, limits=ev.get("limits") or {},
-                           options=ev.get("options") or {}, domains=ev.get("domains"), progress=False)
+                           options=options, domains=ev.get("domains"), progress=False)
         row: dict[str, float] = {}
         for bench in ev["benchmarks"]:
             seconds = rows[name].get(f"eval.{bench}")
@@ -271,8 +297,12 @@ def main(argv: list[str] | None = None) -> int:
         space = spaces[name] = trial_space(args, tree, model_path)
         tokens = tokens_per_trial(space, data_root, model_path)
         print(f"[trial_cost] {role} {name}: {args.trials} trials, {args.concurrent} at a time ...", flush=True)
+        folder.mkdir(parents=True, exist_ok=True)  # --keep may hold a pre-seeded cache/ for a quick look
+        once = warm_reference(tree, space, folder, data_root)
         wall = run_search(tree, space, folder, data_root)
         rows[name] = phase_table(read_trace(folder), args.trials, wall, tokens)
+        if once is not None:
+            rows[name]["once.reference_s"] = once
         print(f"[trial_cost] {name}: {wall:.0f} s; trial: {space['train']['steps']} steps of "
               f"{space['train']['batch_size']}x{space['train']['max_length']} ({tokens / space['train']['steps']:.0f} "
               f"non-pad tokens a step), precision {space['train'].get('precision', 'fp32')}, suite "
@@ -282,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     show(rows, commits.get("baseline", ""))
     checkpoints = sorted(folders[list(rows)[-1]].glob("runs/**/checkpoint_*/model"))
     if checkpoints:
+        os.environ["NCSEARCH_CACHE_DIR"] = str(folders[list(rows)[-1]] / "cache")  # its reference table, if any
         precision = precision_rows(spaces, rows, checkpoints[0], data_root)
         print(f"\nevaluation precision, all sides scored on {checkpoints[0].parent}")
         show(precision, commits.get("baseline", ""))

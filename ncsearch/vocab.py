@@ -172,8 +172,10 @@ def _read_word_file(file: str | Path) -> list[str]:
 
 
 def _token_counts(tokenizer: PreTrainedTokenizerBase, corpus: Sequence[str], ids: Iterable[int] | None = None) -> dict[int, int]:
+    from ncsearch._tokenized import encode_corpus
+
     counts: Counter[int] = Counter()
-    for encoded in tokenizer(list(corpus), add_special_tokens=False)["input_ids"]:
+    for encoded in encode_corpus(corpus, tokenizer):  # the same cached ids as the training chunks
         counts.update(encoded)
     if ids is None:
         return dict(counts)

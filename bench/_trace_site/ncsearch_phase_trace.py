@@ -18,6 +18,8 @@ commit bench/trial_cost.py compares, so the same instrumentation times old and n
 | train.backward | `Tensor.backward` |
 | train.optimizer | `Optimizer.zero_grad`, `clip_grad_norm_`, `Optimizer.step` (global step hooks) |
 | checkpoint.write | `write_checkpoint` |
+| eval.model_write | `write_model` in the recipe: the final model the trial's workers export to score it |
+| reference | `ncsearch.evaluate._reference._compute`: a perplexity reference pass (once per model) |
 | train.report | `ray.train.report` (with a checkpoint: persisting it to the run's storage) |
 | eval.<benchmark> | each registered benchmark's `score` |
 | eval.suite (span) | `run_suite` |
@@ -86,7 +88,8 @@ def _wrap(owner: Any, attr: str, label: str | Callable[..., str], *, span: bool 
 
 
 def _load_label(name_or_path: Any, *args: Any, **kwargs: Any) -> str:
-    return "checkpoint.read" if "checkpoint" in str(name_or_path) else "model.load"
+    # a checkpoint folder, or the final model a trial's workers export and read back to score it
+    return "checkpoint.read" if "checkpoint" in str(name_or_path) or "ncsearch-ckpt" in str(name_or_path) else "model.load"
 
 
 def _patch_torch() -> None:
@@ -117,6 +120,7 @@ def _patch_torch() -> None:
 def _patch_recipe(module: Any) -> None:
     _wrap(module, "train_loop_per_worker", "loop", span=True)
     _wrap(module, "write_checkpoint", "checkpoint.write")
+    _wrap(module, "write_model", "eval.model_write")  # evaluation on the workers: the model it scores
     _patch_torch()
     import ray.train
 
@@ -165,6 +169,7 @@ _PATCHES: dict[str, Callable[[Any], None]] = {
     "ncsearch.training._recipe": _patch_recipe,
     "ncsearch.models": lambda m: _wrap(m, "load_mlm", _load_label),
     "ncsearch.evaluate": _patch_evaluate,
+    "ncsearch.evaluate._reference": lambda m: _wrap(m, "_compute", "reference"),
     "mlflow.tracking.client": _patch_mlflow_client,
 }
 

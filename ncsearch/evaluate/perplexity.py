@@ -193,23 +193,29 @@ def prepare_reference(options: dict[str, Any], *, data_root: Any, limit: int | N
     start: in the search's own process with every local core, instead of inside the first trial
     with one. `options` are the trial's perplexity options (`reference` already resolved)."""
     import time
+    from pathlib import Path
 
     import torch
+    from transformers import AutoTokenizer
 
-    from ncsearch.evaluate._reference import reference_table
-    from ncsearch.models import load_mlm
+    from ncsearch.evaluate._reference import reference_cache_path, reference_table
+    from ncsearch.models import ensure_model
 
     reference = (options or {}).get("reference")
     if not reference:
         return
     started = time.perf_counter()
-    _, tokenizer = load_mlm(reference, data_root=data_root)
+    model_dir = ensure_model(reference, data_root=data_root)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     texts = held_out_passages(data_root, limit)
+    if reference_cache_path(Path(model_dir), tokenizer, texts, max_length=PerplexityBenchmark.max_length).is_file():
+        echo(f"perplexity reference: {reference} on {len(texts)} passages (cached)")
+        return
+    echo(f"perplexity reference: scoring every token of {len(texts)} passages with {reference}, once per model ...")
     threads = torch.get_num_threads()
     torch.set_num_threads(max(threads, os.cpu_count() or 1))
     try:
         reference_table(reference, texts, tokenizer, max_length=PerplexityBenchmark.max_length, data_root=data_root)
     finally:
         torch.set_num_threads(threads)
-    echo(f"perplexity reference: {reference} on {len(texts)} passages ({time.perf_counter() - started:.0f}s; "
-         "cached for later searches)")
+    echo(f"perplexity reference: done in {time.perf_counter() - started:.0f}s, cached for later searches")

@@ -36,7 +36,9 @@ def chunk_corpus(texts: Sequence[str], tokenizer, max_length: int, *, min_tokens
     body = max_length - len(prefix) - len(suffix)
     if body < 1:
         raise DataError(f"train.max_length {max_length} leaves no room for text next to {len(prefix) + len(suffix)} special tokens")
-    encoded = tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False, verbose=False)["input_ids"]
+    from ncsearch._tokenized import encode_corpus
+
+    encoded = encode_corpus(texts, tokenizer)  # once per tokenizer and corpus on this machine
     examples: list[list[int]] = []
     for ids in encoded:
         for start in range(0, len(ids), body):
