@@ -121,7 +121,7 @@ def _write(path: Path, table: ReferenceTable) -> None:
 
 
 def _compute(reference: str, texts: Sequence[str], tokenizer: Any, *, max_length: int, batch_size: int,
-             fast_path: bool, device: Any, trust_remote_code: bool) -> ReferenceTable:
+             fast_path: bool, device: Any) -> ReferenceTable:
     """Score every scorable token of every passage with the reference model (sharded over the
     trial's workers inside `shard_scoring`, like any benchmark)."""
     import torch
@@ -133,7 +133,7 @@ def _compute(reference: str, texts: Sequence[str], tokenizer: Any, *, max_length
     from ncsearch.errors import UserInputError
     from ncsearch.models import tokenizer_fingerprint
 
-    model, reference_tokenizer = load_mlm(reference, trust_remote_code=trust_remote_code)
+    model, reference_tokenizer = load_mlm(reference)
     if tokenizer_fingerprint(reference_tokenizer) != tokenizer_fingerprint(tokenizer):
         raise UserInputError(f"perplexity reference {reference!r} has another tokenizer than the scored model; "
                              "its log-probabilities are of other tokens (use the model the checkpoint was trained from)")
@@ -154,7 +154,7 @@ def _compute(reference: str, texts: Sequence[str], tokenizer: Any, *, max_length
 
 def reference_table(reference: str, texts: Sequence[str], tokenizer: Any, *, max_length: int,
                     data_root: Path | None = None, batch_size: int = 64, fast_path: bool = True,
-                    device: Any = "cpu", trust_remote_code: bool = False) -> ReferenceTable:
+                    device: Any = "cpu") -> ReferenceTable:
     """The cached table of `reference` (a model name, alias or folder that `load_mlm` reads) on these
     passages, computed and cached first if needed.
 
@@ -168,7 +168,9 @@ def reference_table(reference: str, texts: Sequence[str], tokenizer: Any, *, max
     from ncsearch.evaluate._shard import current_group
     from ncsearch.models import ensure_model
 
-    model_dir = Path(ensure_model(reference, data_root=data_root, trust_remote_code=trust_remote_code))
+    # A model that ships its own code is refused here as everywhere without the explicit flag; the
+    # reference is the search's own model, which passed that check before Ray started.
+    model_dir = Path(ensure_model(reference, data_root=data_root))
     path = reference_cache_path(model_dir, tokenizer, texts, max_length=max_length)
     group = current_group()
     lead = group is None or group.rank == 0
@@ -183,7 +185,7 @@ def reference_table(reference: str, texts: Sequence[str], tokenizer: Any, *, max
         if table is not None:
             return table
         table = _compute(str(model_dir), texts, tokenizer, max_length=max_length, batch_size=batch_size,
-                         fast_path=fast_path, device=device, trust_remote_code=trust_remote_code)
+                         fast_path=fast_path, device=device)
         if lead:
             _write(path, table)
         return table
