@@ -54,7 +54,8 @@ def test_tracking_server_down_30s_mid_search_loses_nothing(tmp_path):
     server = start_mlflow_server(server_dir, port)
     search = subprocess.Popen(
         ncsearch("run", str(SMOKE), "--storage", str(tmp_path / "runs"), "--tracking-uri", url,
-                 "--set", "search.replicates=1", "--set", "search.control=false"),
+                 "--set", "search.replicates=1", "--set", "search.control=false",
+                 "--set", "eval.limits={stereoset: 16, perplexity: 8, collapse: 40}"),
         cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[tuple[float, str]] = []  # (when this test read it, the line)
     reader = threading.Thread(target=lambda: lines.extend((time.monotonic(), ln) for ln in search.stdout), daemon=True)

@@ -18,7 +18,8 @@ from conftest_search import SMOKE, run
 
 ARGS = ["--set", "search.replicates=1", "--set", "search.control=false", "--set", "search.max_failures=0",
         "--set", "search.worker_restarts=1", "--set", "nc3.alpha={grid: [1.0, 1.0]}",
-        "--set", "train.report_every=1", "--set", "train.checkpoint_every=2"]
+        "--set", "train.report_every=1", "--set", "train.checkpoint_every=2",
+        "--set", "eval.limits={stereoset: 16, perplexity: 8, collapse: 40}"]
 #: Values that differ between identical runs by nature (timings, memory) or by design (the restart).
 NOT_COMPARED = ("train/tokens_per_s", "train/peak_rss_mb", "train/resumed_from", "train/worker_restarts")
 
