@@ -43,8 +43,12 @@ def locate_store(target: str | None, *, tracking_uri: str | None = None, storage
     directory `<storage>/<name>`); `<storage>/<target>` (default storage `runs`); $MLFLOW_TRACKING_URI;
     with no target, the most recently used run directory under the storage folder.
     """
+    from ncsearch._endpoints import adopt_credentials, check_tracking_uri
+
     storage_dir = Path(storage or "runs").expanduser()
     if tracking_uri:
+        tracking_uri = adopt_credentials(tracking_uri)
+        check_tracking_uri(tracking_uri, existing=True)  # a store that is not there is not created by reading it
         return StoreLocation(tracking_uri, target if target and not Path(target).exists() else None, None, "--tracking-uri")
     if target:
         path = Path(target).expanduser()
@@ -63,13 +67,17 @@ def locate_store(target: str | None, *, tracking_uri: str | None = None, storage
         if (candidate / "tracking.json").is_file():
             return _from_run_dir(candidate, f"run directory {candidate}")
         if os.environ.get("MLFLOW_TRACKING_URI"):
-            return StoreLocation(os.environ["MLFLOW_TRACKING_URI"], target, None, "$MLFLOW_TRACKING_URI")
+            uri = adopt_credentials(os.environ["MLFLOW_TRACKING_URI"])
+            check_tracking_uri(uri, existing=True, what="$MLFLOW_TRACKING_URI")
+            return StoreLocation(uri, target, None, "$MLFLOW_TRACKING_URI")
         raise UserInputError(
             f"cannot find a tracking store for {target!r}: not a run directory, not a YAML file, no "
             f"{candidate}/tracking.json and no $MLFLOW_TRACKING_URI; pass --tracking-uri"
         )
     if os.environ.get("MLFLOW_TRACKING_URI"):
-        return StoreLocation(os.environ["MLFLOW_TRACKING_URI"], None, None, "$MLFLOW_TRACKING_URI")
+        uri = adopt_credentials(os.environ["MLFLOW_TRACKING_URI"])
+        check_tracking_uri(uri, existing=True, what="$MLFLOW_TRACKING_URI")
+        return StoreLocation(uri, None, None, "$MLFLOW_TRACKING_URI")
     dirs = _run_dirs(storage_dir)
     if not dirs:
         raise UserInputError(f"no search run found under {storage_dir.resolve()}; name a run directory or pass --tracking-uri")

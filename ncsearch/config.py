@@ -464,6 +464,9 @@ class SearchSpec(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
     description: str = ""
     model: PathStr = "minilm-l6"
+    #: Run Python code the model's checkpoint ships (config.json `auto_map`). Off: such a model is
+    #: refused in one line before anything starts, and no checkpoint's code is ever imported.
+    trust_remote_code: bool = False
     baseline: searchable(Literal[BASELINES]) = "mlm"  # type: ignore[valid-type]
     baseline_options: BaselineOptions = BaselineOptions()
     train: TrainSpec = TrainSpec()
@@ -793,9 +796,16 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> SearchSpe
     """Read, validate and return the search space in `path`, after `--set key=value` overrides."""
     path = Path(path)
     source = str(path)
+    if path.is_dir():
+        raise ConfigError(f"{source}: is a folder, not a search-space YAML file")
     if not path.is_file():
         raise ConfigError(f"{source}: file not found")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{source}: not a text file (byte {err.start} is not UTF-8)") from None
+    except OSError as err:
+        raise ConfigError(f"{source}: cannot read it ({err.strerror})") from None
     try:
         root = yaml.compose(text, Loader=_Loader)
         data = yaml.load(text, Loader=_Loader)

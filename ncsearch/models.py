@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = ["ALIASES", "AdaptSettings", "adapted_model_dir", "ensure_model", "load_mlm", "METRICS_FILE", "STEPS_ENV",
-           "tokenizer_fingerprint"]
+           "tokenizer_fingerprint", "verify_mlm"]
 
 ALIASES = ("minilm-l6",)
 STEPS_ENV = "NCSEARCH_ADAPT_STEPS"
@@ -43,22 +43,36 @@ _BASE_FILES = ("config.json", "model.safetensors", "vocab.txt", "tokenizer.json"
                "special_tokens_map.json")
 
 
-def load_mlm(name_or_path: str | os.PathLike[str], *, data_root: Path | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_mlm(name_or_path: str | os.PathLike[str], *, data_root: Path | None = None,
+             trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The masked LM and its tokenizer, in eval mode.
 
     `name_or_path` is the alias `minilm-l6` (adapted and cached on first use; `data_root` locates the
     GAP corpus for that), a local checkpoint folder, or a Hugging Face model id (offline when
     HF_HUB_OFFLINE=1, from the local HF cache). Raises ModelError (one line) for anything else.
+
+    A checkpoint that ships its own Python code (`auto_map`) is refused unless `trust_remote_code`;
+    transformers is always told explicitly, so it never asks on the terminal either.
     """
-    path = ensure_model(name_or_path, data_root=data_root)
-    return _load_checkpoint(path, shown=os.fspath(name_or_path))
+    path = ensure_model(name_or_path, data_root=data_root, trust_remote_code=trust_remote_code)
+    return _load_checkpoint(path, shown=os.fspath(name_or_path), trust_remote_code=trust_remote_code)
 
 
-def ensure_model(name: str | os.PathLike[str], *, data_root: Path | None = None) -> str:
+def verify_mlm(path: str, *, shown: str | None = None, trust_remote_code: bool = False) -> None:
+    """Load the checkpoint `ensure_model` returned once and let it go: a model without an MLM head,
+    unreadable weights or a model type with no masked-LM class fail here in one line (ModelError),
+    before a search or training run writes anything, instead of in every trial."""
+    model, _ = _load_checkpoint(path, shown=shown or path, trust_remote_code=trust_remote_code)
+    del model
+
+
+def ensure_model(name: str | os.PathLike[str], *, data_root: Path | None = None,
+                 trust_remote_code: bool = False) -> str:
     """A path `load_mlm` (and every Ray worker) can load without further work.
 
     Adapts and caches the alias now if needed, so a search pays for it once, before trials start.
     Local folders are checked for a checkpoint; Hugging Face ids resolve to their local snapshot.
+    Either is refused when it ships its own code, unless `trust_remote_code`.
     """
     if isinstance(name, os.PathLike):
         name = os.fspath(name)
@@ -69,10 +83,10 @@ def ensure_model(name: str | os.PathLike[str], *, data_root: Path | None = None)
         return str(_ensure_adapted(name.lower(), data_root))
     local = Path(name).expanduser()
     if local.exists():
-        return str(_checked_dir(local, shown=name))
+        return str(_checked_dir(local, shown=name, trust_remote_code=trust_remote_code))
     if name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name:
         raise ModelError(f"model directory {name!r} does not exist")
-    return _hub_snapshot(name)
+    return _hub_snapshot(name, trust_remote_code=trust_remote_code)
 
 
 def adapted_model_dir(name: str = "minilm-l6", *, data_root: Path | None = None) -> Path:
@@ -94,15 +108,34 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 
 # --- loading -------------------------------------------------------------------------------------
 
-def _checked_dir(path: Path, *, shown: str) -> Path:
+def _checked_dir(path: Path, *, shown: str, trust_remote_code: bool = False) -> Path:
     if not path.is_dir():
         raise ModelError(f"model path {shown!r} is not a directory")
     if not (path / "config.json").is_file() or not any((path / f).is_file() for f in _WEIGHT_FILES):
         raise ModelError(f"no model checkpoint in {shown!r} (expected config.json and model weights)")
+    if not trust_remote_code:
+        _refuse_remote_code(path, shown=shown)
     return path.resolve()
 
 
-def _hub_snapshot(repo_id: str) -> str:
+def _refuse_remote_code(path: Path, *, shown: str) -> None:
+    """A checkpoint whose config or tokenizer config maps classes to its own Python files (`auto_map`)."""
+    for name in ("config.json", "tokenizer_config.json"):
+        file = path / name
+        if not file.is_file():
+            continue
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ModelError(f"{shown!r}: {name} is not readable JSON ({_first_line(err)})") from None
+        if isinstance(data, dict) and data.get("auto_map"):
+            classes = ", ".join(sorted(map(str, data["auto_map"])))
+            raise ModelError(f"{shown!r} ships its own Python code ({name} auto_map: {classes}), which ncsearch does "
+                             "not run unless asked: pass --trust-remote-code (trust_remote_code: true in a search "
+                             "space) only if you trust it")
+
+
+def _hub_snapshot(repo_id: str, *, trust_remote_code: bool = False) -> str:
     """The local snapshot folder of a Hub model (downloaded unless offline, where the cache must hold it)."""
     from huggingface_hub import snapshot_download
 
@@ -117,16 +150,21 @@ def _hub_snapshot(repo_id: str) -> str:
             f"unknown model {repo_id!r}: not the alias {ALIASES[0]!r}, not a local checkpoint folder, and not a "
             f"Hugging Face model id that could be fetched{offline}: {_first_line(err)}"
         ) from None
-    return str(_checked_dir(path, shown=repo_id))
+    return str(_checked_dir(path, shown=repo_id, trust_remote_code=trust_remote_code))
 
 
-def _load_checkpoint(path: str, *, shown: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def _load_checkpoint(path: str, *, shown: str, trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     try:
-        model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        with _quiet_transformers():  # its loading report and bars; what matters is raised below, in one line
+            model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True,
+                                                               trust_remote_code=trust_remote_code)
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as err:  # config/weights/tokenizer problems surface as many exception types
+        if not trust_remote_code and "trust_remote_code" in str(err):
+            raise ModelError(f"{shown!r} needs to run its own Python code, which ncsearch does not do unless "
+                             "asked: pass --trust-remote-code only if you trust it") from None
         raise ModelError(f"cannot load a masked LM from {shown!r}: {_first_line(err)}") from None
     # A zero decoder bias is harmless (some checkpoints keep only the tied copy); anything else missing
     # would be left random: a head-less encoder or a truncated file.
@@ -248,7 +286,7 @@ def _adapt_into(name: str, target: Path, base: Path, settings: AdaptSettings, tr
 
     _say(f"{name}: no cached MLM-adapted model for these settings; adapting once into {target}")
     started = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    tokenizer = AutoTokenizer.from_pretrained(str(base), trust_remote_code=False)
     model = build_mlm_from_encoder(base, seed=settings.seed)
     train_blocks = pack_blocks(tokenizer, train, settings.max_length)
     heldout_blocks = pack_blocks(tokenizer, heldout, settings.max_length)
@@ -277,6 +315,25 @@ def _adapt_into(name: str, target: Path, base: Path, settings: AdaptSettings, tr
 
 
 # --- small helpers -------------------------------------------------------------------------------
+
+class _quiet_transformers:
+    """transformers' warnings and progress bars off for a block (they go back as they were)."""
+
+    def __enter__(self) -> None:
+        from transformers.utils import logging as hf_logging
+
+        self._verbosity = hf_logging.get_verbosity()
+        self._bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+
+    def __exit__(self, *exc: object) -> None:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(self._verbosity)
+        if self._bars:
+            hf_logging.enable_progress_bar()
+
 
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}

@@ -16,10 +16,12 @@ if TYPE_CHECKING:
 __all__ = ["RunLayout", "cache_dir", "run_dir_for", "trial_storage_path", "tune_trial_dirname"]
 
 
-def cache_dir() -> Path:
-    """`$NCSEARCH_CACHE_DIR`, else `~/.cache/ncsearch`. Created on first use."""
+def cache_dir(*, create: bool = True) -> Path:
+    """`$NCSEARCH_CACHE_DIR`, else `~/.cache/ncsearch`. Created on first use (unless `create` is false:
+    a lookup that only reads must leave no folder behind)."""
     root = Path(os.environ.get("NCSEARCH_CACHE_DIR") or Path.home() / ".cache" / "ncsearch").expanduser()
-    root.mkdir(parents=True, exist_ok=True)
+    if create:
+        root.mkdir(parents=True, exist_ok=True)
     return root
 
 

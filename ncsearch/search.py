@@ -171,8 +171,18 @@ def run_search(
     options, an existing run directory) is checked before Ray starts. Failed runs are retried up to
     `search.max_failures` times and then recorded as failed; the search goes on.
     """
+    from ncsearch import _endpoints
     from ncsearch.space import translate
 
+    # A password in a tracking URI moves into this process's environment, never into a record.
+    tracking_uri = _endpoints.adopt_credentials(tracking_uri)
+    if spec.tracking.uri and _endpoints.adopt_credentials(spec.tracking.uri) != spec.tracking.uri:
+        spec = spec.model_copy(update={"tracking": spec.tracking.model_copy(
+            update={"uri": _endpoints.adopt_credentials(spec.tracking.uri)})})
+        yaml_path = None  # its text holds the password; the effective spec (spec.yaml) is logged without it
+    _endpoints.check_tracking_uri(tracking_uri or spec.tracking.uri, existing=False,
+                                  what="--tracking-uri" if tracking_uri else "tracking.uri")
+    _endpoints.check_ray_address(address)  # seconds, not Ray's minutes of retries after the run folder exists
     plan = translate(spec, num_samples=num_samples)
     layout = RunLayout(run_dir_for(spec, storage))
     echo(f"run directory: {layout.root}")
@@ -209,7 +219,10 @@ def run_search(
     build_benchmarks(names, data_root=data_root, limits=spec.eval.limits, options=options,
                      domains=spec.eval.domain_filter())
     t0 = time.perf_counter()
-    model_path = ensure_model(spec.model, data_root=data_root)
+    model_path = ensure_model(spec.model, data_root=data_root, trust_remote_code=spec.trust_remote_code)
+    from ncsearch.models import verify_mlm
+
+    verify_mlm(model_path, shown=spec.model, trust_remote_code=spec.trust_remote_code)  # not in every trial
     echo(f"model: {spec.model} -> {model_path} ({time.perf_counter() - t0:.0f}s)")
     from ncsearch.evaluate.perplexity import prepare_reference
 

@@ -51,6 +51,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the results as JSON")
+    from ncsearch._commands.eval import TRUST_HELP
+
+    parser.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -62,6 +65,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--bootstrap must be >= 0, but got {args.bootstrap}")
     if args.vocab == "file" and args.vocab_file is None:
         raise ConfigError("--vocab file needs --vocab-file PATH")
+    if args.vocab == "file" and not args.vocab_file.is_file():
+        raise ConfigError(f"--vocab-file {str(args.vocab_file)!r}: no such file")
 
 
 def _finite(x: float) -> float | None:
@@ -99,7 +104,7 @@ def main(args: argparse.Namespace) -> int:
     sentences = split_sentences(load_gap_corpus(root))
     if args.max_sentences is not None:
         sentences = sentences[: args.max_sentences]
-    model, tokenizer = load_mlm(args.model, data_root=root)
+    model, tokenizer = load_mlm(args.model, data_root=root, trust_remote_code=args.trust_remote_code)
 
     subsets = {}
     studied = build_vocab(tokenizer, source=args.vocab, file=args.vocab_file, seed=args.seed,

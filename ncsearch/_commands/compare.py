@@ -38,6 +38,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", default=None, help="folder holding run directories (default: runs)")
     add_suite_arguments(parser)  # how a checkpoint is scored when the other side is not a stored run
     parser.add_argument("--all", action="store_true", help="every shared metric, not only the headline ones")
+    from ncsearch._commands.eval import TRUST_HELP
+
+    parser.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     parser.add_argument("--json", dest="json_out", type=Path, metavar="OUT", help="also write the comparison as JSON")
 
 
@@ -131,14 +134,14 @@ def _resolve(target: str, args: argparse.Namespace, downloads: list) -> _Side:
     raise UserInputError(f"{target!r} is not a trial id, an MLflow run id, an evaluation folder or a model checkpoint")
 
 
-def _score(side: _Side, settings: dict[str, Any], data_root: Path, fast_path: bool) -> None:
+def _score(side: _Side, settings: dict[str, Any], data_root: Path, fast_path: bool, *, trust_remote_code: bool = False) -> None:
     """Score `side`'s checkpoint with `settings` (a stored run's, or the flags'). `fast_path` always
     comes from the flags: it changes how scores are computed, not what they are, so `--no-fast-path`
     applies even when the other side's stored settings are used."""
     from ncsearch.evaluate import run_suite
     from ncsearch.models import load_mlm, tokenizer_fingerprint
 
-    model, tokenizer = load_mlm(side.checkpoint, data_root=data_root)
+    model, tokenizer = load_mlm(side.checkpoint, data_root=data_root, trust_remote_code=trust_remote_code)
     side.tokenizer = tokenizer_fingerprint(tokenizer)
     result = run_suite(model, tokenizer, settings["benchmarks"], data_root=data_root, limits=settings.get("limits") or {},
                        options=settings.get("options") or {}, batch_size=settings.get("batch_size", 64),
@@ -153,12 +156,13 @@ def _score(side: _Side, settings: dict[str, Any], data_root: Path, fast_path: bo
     side.settings = settings
 
 
-def _tokenizer_of(checkpoint: str, data_root: Path) -> str:
+def _tokenizer_of(checkpoint: str, data_root: Path, *, trust_remote_code: bool = False) -> str:
     from transformers import AutoTokenizer
 
     from ncsearch.models import ensure_model, tokenizer_fingerprint
 
-    return tokenizer_fingerprint(AutoTokenizer.from_pretrained(ensure_model(checkpoint, data_root=data_root)))
+    path = ensure_model(checkpoint, data_root=data_root, trust_remote_code=trust_remote_code)
+    return tokenizer_fingerprint(AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -175,6 +179,11 @@ def main(args: argparse.Namespace) -> int:
     if args.resamples < 1:
         raise ConfigError(f"--resamples must be positive, but got {args.resamples}")
     flags = suite_settings(args)
+    if args.tracking_uri:
+        from ncsearch._endpoints import adopt_credentials, check_tracking_uri
+
+        args.tracking_uri = adopt_credentials(args.tracking_uri)
+        check_tracking_uri(args.tracking_uri, existing=True)
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # weight-loading bars would interleave with the table
@@ -184,14 +193,15 @@ def main(args: argparse.Namespace) -> int:
     # Tokenizers first: a mismatch is bad input, found before any scoring.
     for side in sides:
         if side.checkpoint and side.tokenizer is None:
-            side.tokenizer = _tokenizer_of(side.checkpoint, data_root)
+            side.tokenizer = _tokenizer_of(side.checkpoint, data_root, trust_remote_code=args.trust_remote_code)
     if sides[0].tokenizer and sides[1].tokenizer and sides[0].tokenizer != sides[1].tokenizer:
         raise UserInputError(f"{args.a} and {args.b} use different tokenizers ({sides[0].tokenizer} vs "
                              f"{sides[1].tokenizer}): their examples are not the same token sequences, so they cannot be paired")
     stored = next((s.settings for s in sides if s.details is not None and s.settings), None)
     for side in sides:
         if side.checkpoint:
-            _score(side, stored if stored and not args.benchmarks else flags, data_root, flags["fast_path"])
+            _score(side, stored if stored and not args.benchmarks else flags, data_root, flags["fast_path"],
+                   trust_remote_code=args.trust_remote_code)
     shared = sorted(set(sides[0].details) & set(sides[1].details))
     if not shared:
         raise UserInputError(f"{args.a} and {args.b} share no benchmark")

@@ -57,7 +57,15 @@ def _human(size: int) -> str:
 
 
 def _pull(args: argparse.Namespace) -> int:
+    from urllib.parse import urlsplit
+
     from rich.console import Console
+
+    from ncsearch.errors import UserInputError
+
+    if args.base_url is not None and (urlsplit(args.base_url).scheme not in ("http", "https")
+                                      or not urlsplit(args.base_url).netloc):
+        raise UserInputError(f"--base-url {args.base_url!r}: expected an http:// or https:// URL")
 
     from ncsearch.data import default_data_dir, pull
 

@@ -26,12 +26,15 @@ from typing import Any
 from ncsearch.config import DOMAINS, SUITE_DOMAINS, SUITES, benchmark_names
 from ncsearch.errors import ConfigError
 
+TRUST_HELP = "run Python code the checkpoint ships (config.json auto_map); off by default, use only for code you trust"
+
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="masked-LM checkpoint dir, Hugging Face id, or the alias 'minilm-l6'")
     add_suite_arguments(parser)
     parser.add_argument("--json", dest="json_out", type=Path, metavar="OUT", help="write metrics JSON here (+ CSVs beside it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="scoring arithmetic (default fp32); bf16 also scores in fp32 and prints each headline "
                              "metric's deviation (bf16 - fp32) and both times")
@@ -207,7 +210,7 @@ def main(args: argparse.Namespace) -> int:
 
     data_root = resolve_data_root(args.data_dir)
     benchmarks = build_benchmarks(names, data_root=data_root, **settings)  # bad options fail before the model loads
-    model, tokenizer = load_mlm(args.model, data_root=data_root)
+    model, tokenizer = load_mlm(args.model, data_root=data_root, trust_remote_code=args.trust_remote_code)
     precision = getattr(args, "precision", "fp32")
     reference = None
     if precision != "fp32":  # the fp32 scores of the same checkpoint, to measure the deviation against

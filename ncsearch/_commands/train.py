@@ -41,15 +41,23 @@ def main(args: argparse.Namespace) -> int:
             f"{args.space}: a training run needs fixed values; still searched: {', '.join(open_keys)} "
             f"(fix with --set {open_keys[0]}=VALUE)"
         )
+    from ncsearch import _endpoints
+
+    if spec.tracking.uri:  # a password in it moves into this process's environment, never into a record
+        spec = spec.model_copy(update={"tracking": spec.tracking.model_copy(
+            update={"uri": _endpoints.adopt_credentials(spec.tracking.uri)})})
+    _endpoints.check_tracking_uri(spec.tracking.uri, existing=False, what="tracking.uri")
+    _endpoints.check_ray_address(args.address)
     from ncsearch.data import resolve_data_root
 
     data_root = resolve_data_root(args.data_dir or spec.data_dir)
     out = Path(args.out or Path(spec.storage) / f"{spec.name}-train").expanduser().resolve()
 
     from ncsearch.debias import preflight_baselines
-    from ncsearch.models import ensure_model
+    from ncsearch.models import ensure_model, verify_mlm
 
-    model_path = ensure_model(spec.model, data_root=data_root)
+    model_path = ensure_model(spec.model, data_root=data_root, trust_remote_code=spec.trust_remote_code)
+    verify_mlm(model_path, shown=spec.model, trust_remote_code=spec.trust_remote_code)
     preflight_baselines(spec, data_root, model_path)  # missing data, unusable model: before anything is written
     _claim_out_dir(out, spec)
     print(f"ncsearch train: model {spec.model}, baseline {spec.baseline}, nc3.alpha {spec.nc3.alpha:g}, "

@@ -27,11 +27,10 @@ def main(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from ncsearch._endpoints import check_port_free
     from ncsearch._locate import locate_store
-    from ncsearch.errors import UserInputError
 
-    if not 0 < args.port < 65536:
-        raise UserInputError(f"--port must be 1..65535, got {args.port}")
+    check_port_free(args.port)  # 1..65535 and free on 127.0.0.1: mlflow would fail only after starting
     where = locate_store(args.target, tracking_uri=args.tracking_uri, storage=args.storage, overrides=args.overrides)
     if where.tracking_uri.startswith(("http://", "https://")):
         print(f"{where.tracking_uri} is a tracking server already; open it in a browser")

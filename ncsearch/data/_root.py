@@ -35,7 +35,7 @@ def default_data_dir() -> Path:
         return Path(env).expanduser()
     from ncsearch.paths import cache_dir
 
-    return cache_dir() / "data"
+    return cache_dir(create=False) / "data"
 
 
 def _holds_files(folder: Path) -> bool:

@@ -262,7 +262,8 @@ class FisherLowRank(Baseline):
 
         super().preflight(model_path)
         try:
-            config = AutoConfig.from_pretrained(model_path)
+            # Never its own code (a model that ships some was refused by ensure_model without the flag).
+            config = AutoConfig.from_pretrained(model_path, trust_remote_code=False)
             with torch.device("meta"):
                 skeleton = AutoModelForMaskedLM.from_config(config)
         except (OSError, ValueError, KeyError) as err:  # no/unreadable config, unknown model type or class

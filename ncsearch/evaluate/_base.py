@@ -87,6 +87,15 @@ class Benchmark(abc.ABC):
     headline: ClassVar[tuple[str, ...]] = ()
     #: Metric keys (fnmatch patterns) that measure bias (the fairness side of a trade-off).
     bias_measures: ClassVar[tuple[str, ...]] = ()
+    #: Datasets of the data manifest (folders under the data root) the benchmark reads; empty: the one
+    #: named like the benchmark, if any. `build_benchmarks` checks them before any model is loaded.
+    datasets: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def data_folders(cls) -> tuple[str, ...]:
+        from ncsearch.data import DATASETS
+
+        return cls.datasets or ((cls.name,) if cls.name in DATASETS else ())
 
     def __init__(
         self,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from ncsearch.errors import NcsearchError, UserInputError
+from ncsearch.errors import DataError, NcsearchError, UserInputError
 from ncsearch.evaluate._base import Benchmark, BenchmarkResult, get_benchmark
 from ncsearch.evaluate._scoring import report_progress
 from ncsearch.stats import LEVEL, RESAMPLES, SEED
@@ -52,9 +52,15 @@ def build_benchmarks(
     fast_path: bool = True,
 ) -> list[Benchmark]:
     """The benchmark objects of a suite, constructed (cheap: nothing is loaded) so that unknown names,
-    limits or options fail before any scoring, or before Ray starts."""
+    limits or options, or a dataset missing from the data root, fail before any scoring, or before Ray
+    starts."""
     limits, options = dict(limits or {}), dict(options or {})
     classes = [get_benchmark(name) for name in names]
+    for name, cls in zip(names, classes):
+        for dataset in cls.data_folders():
+            if not (Path(data_root) / dataset).is_dir():
+                raise DataError(f"benchmark {name!r} needs the {dataset!r} data, but {Path(data_root) / dataset} does "
+                                f"not exist; run 'ncsearch data pull --only {dataset}' (or pass another --data-dir)")
     for what, given in (("limits", limits), ("options", options)):
         unknown = sorted(set(given) - set(names))
         if unknown:

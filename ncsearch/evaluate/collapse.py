@@ -71,6 +71,7 @@ class CollapseBenchmark(Benchmark):
     """NC3 / UNC3 on V over held-out GAP validation passages (`limit`: the first N passages)."""
 
     name = "collapse"
+    datasets = ("gap", "words")  # GAP validation passages; the gender word lists
     resampling = Resampling("classes", "vocabulary classes (words of V)", key=("token_id",))
     headline = ("collapse/unc3",)
 

@@ -75,6 +75,7 @@ class HeldoutMLMBenchmark(Benchmark):
     """Masked-LM loss on held-out GAP validation passages at fixed seeded masks (lower is better)."""
 
     name = "heldout_mlm"
+    datasets = ("gap",)
     max_length: ClassVar[int] = PerplexityBenchmark.max_length  # the same truncated passages
     resampling = Resampling("passages", "passages", key=("passage",))
     headline = (LOSS,)

@@ -124,6 +124,7 @@ class PerplexityBenchmark(Benchmark):
     """Pseudo-perplexity of the masked LM on GAP validation passages (lower is better)."""
 
     name = "perplexity"
+    datasets = ("gap",)
     max_length: ClassVar[int] = 64
     resampling = Resampling("passages", "passages", key=("passage",))
     headline = (EXACT, SAMPLED)

@@ -57,7 +57,7 @@ def evaluate_final_model(
     from ncsearch.stats import RESAMPLES, flat_intervals
 
     start = time.perf_counter()
-    model, tokenizer = load_mlm(str(model_dir))
+    model, tokenizer = load_mlm(str(model_dir), trust_remote_code=spec.trust_remote_code)
     model.to(device)
     names, options = evaluation_suite(spec, vocab_ids)
     # One record of how the checkpoint was scored, stored so `ncsearch compare` can rescore alike.

@@ -182,7 +182,7 @@ class TrainingRecipe:
         restored = self._restore(load_model=not frozen_base)
         state = restored[0] if restored is not None else None
         if restored is None or frozen_base:
-            model, self.tokenizer = load_mlm(self.model_path)
+            model, self.tokenizer = load_mlm(self.model_path, trust_remote_code=spec.trust_remote_code)
         else:
             _, model, self.tokenizer = restored
         self.device = self.runtime.device
@@ -251,7 +251,7 @@ class TrainingRecipe:
             state = read_state(folder)
             if not load_model:
                 return state, None, None
-            model, tokenizer = load_mlm(str(folder / MODEL_DIR))
+            model, tokenizer = load_mlm(str(folder / MODEL_DIR), trust_remote_code=self.spec.trust_remote_code)
         return state, model, tokenizer
 
     # ----- train ------------------------------------------------------------------------------------

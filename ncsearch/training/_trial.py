@@ -160,7 +160,7 @@ def fit_trial(
     if model_path is None:
         from ncsearch.models import ensure_model
 
-        model_path = ensure_model(spec.model, data_root=Path(data_root))
+        model_path = ensure_model(spec.model, data_root=Path(data_root), trust_remote_code=spec.trust_remote_code)
     trainer = build_trainer(
         spec,
         data_root=data_root,
