@@ -207,7 +207,7 @@ def prepare_reference(options: dict[str, Any], *, data_root: Any, limit: int | N
         return
     started = time.perf_counter()
     model_dir = ensure_model(reference, data_root=data_root)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)  # as ensure_model: never its code
     texts = held_out_passages(data_root, limit)
     if reference_cache_path(Path(model_dir), tokenizer, texts, max_length=PerplexityBenchmark.max_length).is_file():
         echo(f"perplexity reference: {reference} on {len(texts)} passages (cached)")
