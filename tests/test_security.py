@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import base64
 import http.client
+import os
 import signal
 import subprocess
 import threading
@@ -69,12 +70,14 @@ def test_ncsearch_ui_listens_on_127_0_0_1_only(tmp_path):
     port = free_port()
     proc = subprocess.Popen(ncsearch("ui", "--tracking-uri", store, "--port", str(port)), cwd=tmp_path, env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server_groups: set[int] = set()  # `ncsearch ui` starts mlflow in a process group of its own
     try:
         deadline, addresses = time.monotonic() + 180, []
         while not addresses and time.monotonic() < deadline:
             assert proc.poll() is None, f"ncsearch ui exited with {proc.returncode}"
-            pids = {proc.pid, *(p.pid for p in psutil.Process(proc.pid).children(recursive=True))}
-            addresses = _listening(pids, port)
+            children = psutil.Process(proc.pid).children(recursive=True)
+            server_groups |= {os.getpgid(p.pid) for p in children if p.is_running()} - {proc.pid}
+            addresses = _listening({proc.pid, *(p.pid for p in children)}, port)
             time.sleep(0.5)
         assert addresses, f"nothing listened on port {port} within 180 s"
         assert set(addresses) == {"127.0.0.1"}, addresses  # not 0.0.0.0, ::, or the machine's address
@@ -86,8 +89,17 @@ def test_ncsearch_ui_listens_on_127_0_0_1_only(tmp_path):
             with pytest.raises(OSError), socket.create_connection((address, port), timeout=5):
                 pass
     finally:
-        proc.send_signal(signal.SIGTERM)  # ncsearch ui stops the server's whole process group
+        proc.send_signal(signal.SIGTERM)  # ncsearch ui stops the server's whole process group ...
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
         kill_group(proc)
+        for group in server_groups:  # ... and whatever it left is stopped here
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 # --- trust_remote_code ---------------------------------------------------------------------------------
