@@ -336,6 +336,9 @@ def _finish(spec: SearchSpec, layout: RunLayout, tracker: Any, grid: Any, plan: 
     complete = budget_reached or searcher_done
     status = "FINISHED" if complete and finished else ("FAILED" if complete else "KILLED")
     _close_groups(tracker, report, complete=complete)
+    from ncsearch._training_runs import record_training_runs
+
+    record_training_runs(tracker)  # the trained models as run outputs: MLflow's UI then shows training runs
     outages = tracker.outages
     outage_facts = {"tracking/outage_s": outages.seconds, "tracking/buffered_calls": outages.buffered,
                     "tracking/lost_calls": len(outages.lost)} if outages.periods else {}

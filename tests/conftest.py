@@ -51,3 +51,25 @@ def tiny_mlm(minilm_tokenizer):
 
     model = BertForMaskedLM(BertConfig(vocab_size=minilm_tokenizer.vocab_size, **TINY_BERT)).eval()
     return model, minilm_tokenizer
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory):
+    """`ncsearch run search_spaces/smoke.yaml`, run once per test session (6 training runs, a few
+    minutes): test_search_smoke.py checks what it wrote, test_mlflow_ui_browser.py shows it in the UI."""
+    import time
+
+    from conftest_search import SMOKE, run
+    from mlflow import MlflowClient
+
+    storage = tmp_path_factory.mktemp("smoke-storage")
+    start = time.monotonic()
+    proc = run("run", str(SMOKE), "--storage", str(storage))
+    wall = time.monotonic() - start
+    print(f"\nsmoke search wall time: {wall:.0f}s\n{proc.stdout}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_dir = storage / "smoke"
+    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return {"proc": proc, "run_dir": run_dir, "client": client, "runs": runs, "storage": storage}

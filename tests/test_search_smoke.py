@@ -1,39 +1,23 @@
 """`ncsearch run search_spaces/smoke.yaml` for real: Ray Tune + Optuna + Ray Train V2 + MLflow SQLite,
 with 2 seeds per configuration and a seed-matched control over 2 alpha values (6 training runs).
 
-One module-scoped search; every test reads what it left behind: the run directory, the MLflow store,
-the Optuna study, the report, and `ncsearch compare` / `report` / `pareto` run on it.
+One search (the session-wide `smoke` fixture of conftest.py, which the MLflow UI browser test reads
+too); every test reads what it left behind: the run directory, the MLflow store, the Optuna study,
+the report, and `ncsearch compare` / `report` / `pareto` run on it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
 
 import optuna
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
 
-from conftest_search import SMOKE, run
+from conftest_search import run
 
 ICAT, PPPL = "stereoset/gender/icat", "perplexity/pppl"
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    storage = tmp_path_factory.mktemp("smoke-storage")
-    start = time.monotonic()
-    proc = run("run", str(SMOKE), "--storage", str(storage))
-    wall = time.monotonic() - start
-    print(f"\nsmoke search wall time: {wall:.0f}s\n{proc.stdout}")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run_dir = storage / "smoke"
-    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("smoke")
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    return {"proc": proc, "run_dir": run_dir, "client": client, "runs": runs, "storage": storage}
 
 
 def _role(smoke, role):

@@ -2,6 +2,11 @@
 
 Starts `mlflow ui` (in its own process group: MLflow 3 starts helper processes) and stops the whole
 group on Ctrl-C. With no argument it serves the most recently used run directory under `runs/`.
+One server worker is enough for one person's browser (MLflow's default of 4 takes half a minute to
+start on two cores), and MLflow's job runner (six helper processes for GenAI jobs such as LLM judges,
+which a search never uses) stays off unless MLFLOW_SERVER_ENABLE_JOB_EXECUTION says otherwise. The
+search's runs are training runs: the printed link opens the experiment in the UI's "Model training"
+view (see `ncsearch._training_runs`).
 """
 
 from __future__ import annotations
@@ -37,12 +42,19 @@ def main(args: argparse.Namespace) -> int:
         return 0
     exe = Path(sys.executable).with_name("mlflow")
     command = [str(exe) if exe.is_file() else (shutil.which("mlflow") or "mlflow"), "ui",
-               "--backend-store-uri", where.tracking_uri, "--host", "127.0.0.1", "--port", str(args.port)]
+               "--backend-store-uri", where.tracking_uri, "--host", "127.0.0.1", "--port", str(args.port),
+               "--workers", "1"]
     print(f"serving {where.tracking_uri} ({where.how})")
     if where.experiment:
         print(f"experiment: {where.experiment}")
     print(f"MLflow UI: http://127.0.0.1:{args.port}   (Ctrl-C stops it)", flush=True)
-    proc = subprocess.Popen(command, start_new_session=True)
+    experiment_id = _experiment_id(where.run_dir)
+    if experiment_id:
+        from ncsearch._training_runs import MODEL_TRAINING_VIEW
+
+        print(f"runs: http://127.0.0.1:{args.port}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING_VIEW}", flush=True)
+    server_env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    proc = subprocess.Popen(command, start_new_session=True, env=server_env)
 
     def _terminate(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
@@ -62,3 +74,16 @@ def main(args: argparse.Namespace) -> int:
                     os.killpg(proc.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+
+def _experiment_id(run_dir: object) -> str | None:
+    """The search's MLflow experiment id, from its run directory's tracking.json (None when unknown)."""
+    import json
+    from pathlib import Path
+
+    if run_dir is None:
+        return None
+    try:
+        return str(json.loads((Path(str(run_dir)) / "tracking.json").read_text())["experiment_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
