@@ -13,6 +13,10 @@ searcher so that:
   which controls exist, is saved with Tune's experiment state, so this holds across `--resume`.
 - At most `max_concurrent` Tune trials run at once, and at most max(1, max_concurrent // replicates)
   configurations are in flight, so Optuna learns from finished configurations early.
+- A seed that failed can finish later: `--resume` runs failed trials again. Optuna cannot change a
+  trial it was told about, so a configuration whose every seed has finished by then, after Optuna
+  heard that it failed or heard the mean of fewer seeds, is added to the study again as a new,
+  complete trial with the same parameters and the mean over all its seeds.
 
 Ray's own `Repeater` does the first part for a single metric only and forgets its groups on restore;
 this class is written for several objectives, controls and resumption.
@@ -49,6 +53,7 @@ class _Group:
     results: dict[int, dict[str, float]] = field(default_factory=dict)
     failed: set[int] = field(default_factory=set)
     told: bool = False
+    told_seeds: int = 0  # finished seeds in the value Optuna heard (0: it heard the configuration failed)
 
     def done(self, replicates: int) -> bool:
         return len(self.results) + len(self.failed) >= replicates
@@ -121,6 +126,7 @@ class ReplicatedSearch(Searcher):
         if error or not result or not result.get(FINAL_KEY):
             group.failed.add(replicate)
         else:
+            group.failed.discard(replicate)  # it failed before, and `--resume` ran it again
             wanted = {metric.removeprefix(DELTA_PREFIX) for metric, _ in self.objectives}
             group.results[replicate] = {m: float(result[m]) for m in wanted if isinstance(result.get(m), (int, float))}
         self._tell_finished()
@@ -190,20 +196,46 @@ class ReplicatedSearch(Searcher):
         return config(group_id, ROLE_TRIAL, 0)
 
     def _tell_finished(self) -> None:
-        """Tell Optuna about every configuration whose seeds (and needed controls) have all ended."""
+        """Tell Optuna about every configuration whose seeds (and needed controls) have all ended, and
+        again about one that has more finished seeds than when it was told (see the module docstring)."""
         needs_control = any(metric.startswith(DELTA_PREFIX) for metric, _ in self.objectives)
         for group in self._groups.values():
-            if group.role != ROLE_TRIAL or group.told or not group.done(self.replicates):
+            if group.role != ROLE_TRIAL or not group.done(self.replicates):
+                continue
+            if group.told and (group.failed or len(group.results) <= group.told_seeds):
                 continue
             control = self._groups.get(group.control) if group.control else None
             if needs_control and (control is None or not control.done(self.replicates)):
                 continue
             values = {metric: self._objective(group, control, metric) for metric, _ in self.objectives}
+            finite = all(math.isfinite(v) for v in values.values())
+            if group.told:
+                if finite:
+                    self._tell_again(group, values)
+                    group.told_seeds = len(group.results)
+                continue
             group.told = True
-            if all(math.isfinite(v) for v in values.values()):
+            group.told_seeds = len(group.results) if finite else 0
+            if finite:
                 self.inner.on_trial_complete(group.primary, result=values)
             else:
                 self.inner.on_trial_complete(group.primary, result=None, error=True)
+
+    def _tell_again(self, group: _Group, values: dict[str, float]) -> None:
+        """Add configuration `group` to the Optuna study as a new complete trial (its first one is
+        finished and cannot change), with the same parameters and `values`."""
+        import optuna
+
+        study = getattr(self.inner, "_ot_study", None)
+        asked = getattr(self.inner, "_ot_trials", {}).get(group.primary)
+        if study is None or asked is None:
+            return
+        study.add_trial(optuna.trial.create_trial(
+            params=asked.params, distributions=asked.distributions,
+            values=[values[metric] for metric, _ in self.objectives],
+            user_attrs={"ncsearch.group": group.group, "ncsearch.seeds": len(group.results),
+                        "ncsearch.again_of_trial": asked.number},
+        ))
 
     def _objective(self, group: _Group, control: _Group | None, metric: str) -> float:
         """Mean over seeds of `metric`, or for `delta/<metric>` of the paired difference to the control."""

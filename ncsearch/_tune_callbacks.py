@@ -122,11 +122,23 @@ class TrackingCallback(Callback):
         identity = TrialIdentity.of(trial.config)
         values = searched_values(trial.config)
         run = run_spec(self.spec, trial.config)
+        self._reopen(trials, identity)
         self.tracker.start_group(identity.group, role=CONTROL if identity.role == ROLE_CONTROL else CONFIGURATION,
                                  label=label_of(values, identity.role), values=values,
                                  params=flatten_params(run.to_dict()), control=identity.control)
         self.tracker.start_trial(trial.trial_id, group=identity.group, kind=identity.role, replicate=identity.replicate,
                                  seed=run.train.seed, params=flatten_params(run.to_dict()))
+
+    def _reopen(self, trials: list, identity: TrialIdentity) -> None:
+        """A trial of a group already summarised runs again (`--resume` runs failed trials again): the
+        group is summarised anew when it ends, and so are, for a control, the configurations measured
+        against it."""
+        if identity.group not in self._summarised:
+            return
+        stale = {identity.group}
+        if identity.role == ROLE_CONTROL:
+            stale |= {TrialIdentity.of(t.config).group for t in trials if TrialIdentity.of(t.config).control == identity.group}
+        self._summarised -= stale
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if result.get(FINAL_KEY) or "step" not in result:
@@ -233,6 +245,9 @@ class TrackingCallback(Callback):
 class ProgressCallback(Callback):
     """One short line per run event, with the objectives on completion."""
 
+    #: Trials counted in `_done` (a failed trial that `--resume` runs again ends a second time).
+    _ended: frozenset[str] = frozenset()
+
     def __init__(self, objectives: list[tuple[str, str]], total: int, steps: int | None = None, stream: TextIO | None = None):
         self.objectives = objectives
         self.total = total
@@ -249,10 +264,16 @@ class ProgressCallback(Callback):
 
     def get_state(self) -> dict[str, Any]:
         # Saved with Tune's experiment state, so a resumed search keeps counting where it stopped.
-        return {"done": self._done}
+        return {"done": self._done, "ended": sorted(self._ended)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._done = int(state.get("done", 0))
+        self._ended = frozenset(state.get("ended", ()))
+
+    def _count(self, trial: Any) -> None:
+        if trial.trial_id not in self._ended:
+            self._ended = self._ended | {trial.trial_id}
+            self._done += 1
 
     def _print(self, text: str) -> None:
         progress_line(text, self._stream)
@@ -282,7 +303,7 @@ class ProgressCallback(Callback):
         self._print(f"{self._name(trial)} step {int(result['step'])}{of}: {shown}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._done += 1
+        self._count(trial)
         result = trial.last_result or {}
         took = time.monotonic() - self._started.get(trial.trial_id, time.monotonic())
         shown = ", ".join(f"{m.removeprefix('delta/')}={_short(result.get(m.removeprefix('delta/'), math.nan))}"
@@ -295,6 +316,6 @@ class ProgressCallback(Callback):
         self._print(f"{self._name(trial)} crashed, retrying: {failure_reason(text) if text else 'unknown error'}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._done += 1
+        self._count(trial)
         text = trial_error_text(trial)
         self._print(f"{self._name(trial)} FAILED ({self._done}/{self.total} runs): {failure_reason(text) if text else 'unknown error'}")

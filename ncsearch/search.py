@@ -16,6 +16,12 @@ Tune for no CPU; a Tune trial cannot ask for nothing at all, so it reserves a li
 
 One search per run directory at a time (`ncsearch._run_lock`): a second `ncsearch run` on a folder
 in use stops with one line naming the holder, before Ray starts.
+
+Storage (`ncsearch._run_checks`): a run directory that cannot be written stops the search in one line
+before Ray starts, and so, on `--resume`, does a damaged or missing file the search would continue
+from (the Optuna study, the MLflow store and run ids, Tune's state, a trial's latest checkpoint).
+`--resume` runs unfinished trials and failed ones again, each from its last checkpoint: a trial that
+failed for want of disk space finishes once there is space.
 """
 
 from __future__ import annotations
@@ -188,6 +194,9 @@ def run_search(
     echo(f"run directory: {layout.root}")
     for note in plan.notes:
         echo(f"note: {note}")
+    from ncsearch._run_checks import check_resume_files, check_writable
+
+    check_writable(layout.root)  # a read-only folder: one line now, not a traceback after the model loaded
 
     select_train_v2()
     from ray import tune
@@ -201,6 +210,7 @@ def run_search(
         if not tune.Tuner.can_restore(str(layout.tune_dir)):
             raise UserInputError(f"nothing to resume: no Tune experiment in {layout.tune_dir}")
         _check_resume(spec, layout.root)
+        check_resume_files(layout, spec, tracking_uri=tracking_uri or spec.tracking.uri)
     elif layout.tune_dir.exists():
         raise UserInputError(
             f"{layout.root} already holds a search; pass --resume to continue it, or choose another "
@@ -282,7 +292,7 @@ def run_search(
     if resume:
         echo(f"resuming the search in {layout.tune_dir}")
         tuner = tune.Tuner.restore(str(layout.tune_dir), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=False, restart_errored=False)
+                                   resume_errored=True, restart_errored=False)
     else:
         callbacks = [TrackingCallback(str(layout.root), spec.to_dict()),
                      ProgressCallback(objectives, plan.expected_runs,

@@ -115,3 +115,39 @@ def test_state_survives_save_and_restore(tmp_path):
     assert {TrialIdentity.of(c).role for _, c in more} == {"trial"}  # the control is not trained twice
     study = optuna.load_study(study_name="rep", storage=f"sqlite:///{tmp_path}/optuna.db")
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 1
+
+
+def test_a_failed_seed_that_finishes_on_resume_reaches_optuna_as_a_new_trial(tmp_path):
+    """`--resume` runs failed trials again. A configuration told FAIL (every seed failed) and one told
+    the mean of its one surviving seed are added again, complete, with the mean over all their seeds,
+    after a save/restore as on --resume; a seed that fails again changes nothing."""
+    spec = _spec(control=False, max_concurrent=2)
+    search = _searcher(spec, tmp_path, name="again")
+    first, _ = _drain(search)  # c001: seeds 0 and 1
+    for trial_id, _config in first:
+        search.on_trial_complete(trial_id, None, error=True)
+    second, _ = _drain(search, start=10)  # c002
+    search.on_trial_complete(second[0][0], _result(TrialIdentity.of(second[0][1]), 1.0))
+    search.on_trial_complete(second[1][0], None, error=True)
+    assert search.suggest("t99") == Searcher.FINISHED
+    study = optuna.load_study(study_name="again", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "FAIL"]
+
+    path = tmp_path / "searcher.pkl"
+    search.save(str(path))
+    resumed = _searcher(spec, tmp_path, name="again")
+    resumed.restore(str(path))
+    resumed.on_trial_complete(first[0][0], None, error=True)  # fails again: nothing new
+    assert len(optuna.load_study(study_name="again", storage=f"sqlite:///{tmp_path}/optuna.db").trials) == 2
+    for trial_id, config in [first[0], first[1], second[1]]:
+        alpha = searched_values(config)["nc3.alpha"]
+        resumed.on_trial_complete(trial_id, _result(TrialIdentity.of(config), alpha))
+    study = optuna.load_study(study_name="again", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
+    again = {t.user_attrs["ncsearch.again_of_trial"]: t for t in study.trials[2:]}
+    assert {t.user_attrs["ncsearch.seeds"] for t in again.values()} == {2}
+    for number, trial in again.items():
+        original = study.trials[number]
+        assert trial.params == original.params
+        assert trial.values == pytest.approx([60.5 + trial.params["nc3.alpha"] / 10, 99.5])  # both seeds now
+    assert study.trials[1].values == pytest.approx([60.0 + study.trials[1].params["nc3.alpha"] / 10, 100.0])  # seed 0 only
