@@ -33,10 +33,11 @@ def env() -> dict[str, str]:
     return out
 
 
-def run(*args: str, timeout: float = 900, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run `ncsearch ARGS` to the end in its own process group (with `extra_env` added to the
+def run(*args: str, timeout: float = 900, extra_env: dict[str, str] | None = None,
+        cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run `ncsearch ARGS` in `cwd` to the end in its own process group (with `extra_env` added to the
     environment); stop the group afterwards."""
-    proc = subprocess.Popen(ncsearch(*args), cwd=REPO, env={**env(), **(extra_env or {})}, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(ncsearch(*args), cwd=cwd, env={**env(), **(extra_env or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)

@@ -20,13 +20,12 @@ import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import psutil
 import pytest
 
 from conftest import SHARED_DATA
-from conftest_search import REPO, SMOKE, env, free_port, kill_group, mlflow_server, ncsearch
+from conftest_search import REPO, SMOKE, env, free_port, kill_group, mlflow_server, ncsearch, run
 
 from bad_models import REMOTE_MARKER_ENV, build_bad_models
 
@@ -34,16 +33,6 @@ from bad_models import REMOTE_MARKER_ENV, build_bad_models
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     return build_bad_models(tmp_path_factory.mktemp("models"))
-
-
-def _run(args: list[str], *, cwd: Path, extra_env: dict[str, str] | None = None, timeout: float = 600):
-    proc = subprocess.Popen(ncsearch(*args), cwd=cwd, env={**env(), **(extra_env or {})}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        kill_group(proc)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 # --- servers bind to 127.0.0.1 -------------------------------------------------------------------------
@@ -127,12 +116,12 @@ def test_checkpoint_code_runs_only_with_the_flag(models, tmp_path):
     extra = {REMOTE_MARKER_ENV: str(marker), "HF_MODULES_CACHE": str(modules)}
     args = ["eval", str(models["remote"]), "--benchmarks", "perplexity", "--limit", "perplexity=2", "--resamples", "0",
             "--no-progress", "--data-dir", str(SHARED_DATA)]
-    refused = _run(args, cwd=tmp_path, extra_env=extra)
+    refused = run(*args, cwd=tmp_path, extra_env=extra)
     assert refused.returncode == 2, refused.stderr[-3000:]
     (line,) = refused.stderr.strip().splitlines()
     assert "ships its own Python code" in line and "--trust-remote-code" in line, line
     assert not marker.exists() and not modules.exists()  # not imported, not even copied
-    trusted = _run([*args, "--trust-remote-code"], cwd=tmp_path, extra_env=extra)
+    trusted = run(*args, "--trust-remote-code", cwd=tmp_path, extra_env=extra)
     assert trusted.returncode == 0, trusted.stderr[-3000:]
     assert "perplexity/pppl" in trusted.stdout
     assert marker.read_text().count("remote code ran") >= 1  # the flag reached transformers
@@ -151,10 +140,10 @@ def test_the_search_space_key_is_what_lets_a_run_load_checkpoint_code(models, tm
     extra = {REMOTE_MARKER_ENV: str(marker), "HF_MODULES_CACHE": str(tmp_path / "hf-modules")}
     args = ["train", str(SMOKE), "--set", "nc3.alpha=1.0", "--set", f"model={models['remote']}", "--data-dir", str(no_gap),
             "--out", str(tmp_path / "out")]
-    refused = _run(args, cwd=tmp_path, extra_env=extra)
+    refused = run(*args, cwd=tmp_path, extra_env=extra)
     assert refused.returncode == 2 and "--trust-remote-code" in refused.stderr, refused.stderr[-3000:]
     assert not marker.exists()
-    trusted = _run([*args, "--set", "trust_remote_code=true"], cwd=tmp_path, extra_env=extra)
+    trusted = run(*args, "--set", "trust_remote_code=true", cwd=tmp_path, extra_env=extra)
     assert trusted.returncode == 2, trusted.stderr[-3000:]
     (line,) = trusted.stderr.strip().splitlines()
     assert "gap/" in line and "--trust-remote-code" not in line, line
@@ -261,15 +250,15 @@ def test_credentials_in_the_tracking_uri_and_environment_are_never_recorded(tmp_
             # The environment's password is wrong for this server: the URI's must be the one used.
             extra = {"MLFLOW_TRACKING_USERNAME": USER, "MLFLOW_TRACKING_PASSWORD": ENV_PASSWORD}
             runs = tmp_path / "runs"
-            search = _run(["run", str(SMOKE), "--storage", str(runs), "--tracking-uri", uri,
-                           "--set", f"model={models['mlm']}", "--set", "nc3.alpha={grid: [1.0]}",
-                           "--set", "search.replicates=1", "--set", "search.control=false"],
-                          cwd=tmp_path, extra_env=extra, timeout=900)
+            search = run("run", str(SMOKE), "--storage", str(runs), "--tracking-uri", uri,
+                         "--set", f"model={models['mlm']}", "--set", "nc3.alpha={grid: [1.0]}",
+                         "--set", "search.replicates=1", "--set", "search.control=false",
+                         cwd=tmp_path, extra_env=extra, timeout=900)
             assert search.returncode == 0, search.stdout[-3000:] + search.stderr[-3000:]
-            pareto = _run(["pareto", "smoke", "--tracking-uri", uri], cwd=tmp_path, extra_env=extra)
+            pareto = run("pareto", "smoke", "--tracking-uri", uri, cwd=tmp_path, extra_env=extra)
             assert pareto.returncode == 0 and "hypervolume" in pareto.stdout, pareto.stderr[-3000:]
-            report = _run(["report", "smoke", "--tracking-uri", uri, "--out", str(tmp_path / "report-out"),
-                           "--resamples", "50"], cwd=tmp_path, extra_env=extra)
+            report = run("report", "smoke", "--tracking-uri", uri, "--out", str(tmp_path / "report-out"),
+                         "--resamples", "50", cwd=tmp_path, extra_env=extra)
             assert report.returncode == 0, report.stderr[-3000:]
         finally:
             proxy.shutdown()
@@ -286,11 +275,11 @@ def test_credentials_in_the_tracking_uri_and_environment_are_never_recorded(tmp_
         all_runs = client.search_runs([e.experiment_id for e in experiments])
         assert len(all_runs) >= 3  # the search, its configuration and one seed
         (search_run_id,) = [r.info.run_id for r in all_runs if r.data.tags.get("ncsearch.role") == "parent"]
-        for run in all_runs:
-            records += [run.info.run_name or "", *run.data.params, *run.data.params.values(), *run.data.tags,
-                        *run.data.tags.values(), *run.data.metrics]
-            if client.list_artifacts(run.info.run_id):
-                client.download_artifacts(run.info.run_id, "", str(artifacts / run.info.run_id))
+        for logged in all_runs:
+            records += [logged.info.run_name or "", *logged.data.params, *logged.data.params.values(),
+                        *logged.data.tags, *logged.data.tags.values(), *logged.data.metrics]
+            if client.list_artifacts(logged.info.run_id):
+                client.download_artifacts(logged.info.run_id, "", str(artifacts / logged.info.run_id))
         assert sum(len(r.data.params) for r in all_runs) > 20
         assert not _leaks("\n".join(map(str, records)).encode()), "a param, tag, metric or run name"
 
