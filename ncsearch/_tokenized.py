@@ -10,8 +10,7 @@ the file is replaced atomically, so a reader never sees half of it.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,18 +48,14 @@ def _read(path: Path, count: int) -> list[list[int]] | None:
 
 
 def _write(path: Path, encoded: list[list[int]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from ncsearch._atomic import atomic_write
+
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     np.cumsum([len(ids) for ids in encoded], out=offsets[1:])
     flat = np.fromiter((i for ids in encoded for i in ids), dtype=np.int64, count=int(offsets[-1]))
-    handle, tmp = tempfile.mkstemp(prefix=".part-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            np.savez(out, offsets=offsets, ids=flat)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    np.savez(buffer, offsets=offsets, ids=flat)
+    atomic_write(path, buffer.getvalue())
 
 
 def encode_corpus(texts: Sequence[str], tokenizer: Any, *, cache: bool = True) -> list[list[int]]:

@@ -24,9 +24,8 @@ length, so a changed model or corpus can never reuse a stale table.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,15 +108,11 @@ def _read(path: Path, passages: int) -> ReferenceTable | None:
 
 def _write(path: Path, table: ReferenceTable) -> None:
     """Atomically: a reader never sees a half-written table."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=".part-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            np.savez(out, offsets=table.offsets, positions=table.positions, logprobs=table.logprobs)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from ncsearch._atomic import atomic_write
+
+    buffer = io.BytesIO()
+    np.savez(buffer, offsets=table.offsets, positions=table.positions, logprobs=table.logprobs)
+    atomic_write(path, buffer.getvalue())
 
 
 def _compute(reference: str, texts: Sequence[str], tokenizer: Any, *, max_length: int, batch_size: int,
@@ -126,12 +121,10 @@ def _compute(reference: str, texts: Sequence[str], tokenizer: Any, *, max_length
     trial's workers inside `shard_scoring`, like any benchmark)."""
     import torch
 
+    from ncsearch.errors import UserInputError
     from ncsearch.evaluate._scoring import score_masked
     from ncsearch.evaluate.perplexity import pppl_requests
-    from ncsearch.models import load_mlm
-
-    from ncsearch.errors import UserInputError
-    from ncsearch.models import tokenizer_fingerprint
+    from ncsearch.models import load_mlm, tokenizer_fingerprint
 
     model, reference_tokenizer = load_mlm(reference)
     if tokenizer_fingerprint(reference_tokenizer) != tokenizer_fingerprint(tokenizer):
