@@ -60,12 +60,16 @@ TRIAL_DRIVER_MEMORY = 512 * 1024**2
 # Environment the trial processes need; forwarded through Ray's runtime_env when set here.
 _FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM", "NCSEARCH_CACHE_DIR",
                   "NCSEARCH_ADAPT_STEPS", "NCSEARCH_DATA_DIR", "RAY_TRAIN_V2_ENABLED",
-                  "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
+                  "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER",
                   # fault injection for drills and tests (training/_faults.py)
                   "NCSEARCH_FAULT_KILL_AT_STEP", "NCSEARCH_FAULT_KILL_MARKER")
 #: Ray Train V2's controller polls its workers this often (Ray's default: 2 s); a finished trial's
 #: worker group is torn down only at the next poll, so a short interval saves ~1 s per trial.
 _TRAIN_POLL_S = "0.25"
+#: Ray Train V2 starts a PreemptionWatcher actor (one more Python process importing Ray Train, about
+#: 1.5 CPU-seconds) for every worker group, to notice cloud nodes being drained. A local Ray instance
+#: has one node, the search's own machine, which no autoscaler drains; so there it is off.
+_LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
 def select_train_v2() -> None:
@@ -145,6 +149,15 @@ def ray_address(address: str | None) -> str:
     return address or os.environ.get("RAY_ADDRESS") or "local"
 
 
+def set_train_env(address: str | None) -> None:
+    """Ray Train V2's settings for the runs this process starts (Train forwards them from here to its
+    controllers and workers); a value the user set is kept."""
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", _TRAIN_POLL_S)
+    if ray_address(address) == "local":
+        for key, value in _LOCAL_RAY_ENV.items():
+            os.environ.setdefault(key, value)
+
+
 def _init_ray(address: str | None, *, verbose: bool) -> None:
     import logging
 
@@ -152,7 +165,7 @@ def _init_ray(address: str | None, *, verbose: bool) -> None:
 
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", _TRAIN_POLL_S)
+    set_train_env(address)
     env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
     ray.init(address=ray_address(address), include_dashboard=False, logging_level=logging.INFO if verbose else logging.WARNING,
              log_to_driver=verbose, runtime_env={"env_vars": env} if env else None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from typing import Any
 
 import pytest
@@ -248,3 +249,54 @@ def test_precision_is_auto_fp32_or_bf16():
     assert make_spec().train.precision == "fp32"
     with pytest.raises(ConfigError, match="precision"):
         make_spec(**{"train.precision": "fp8"})
+
+
+def test_a_trial_starts_no_ray_train_helper_actors_it_does_not_use(fit, monkeypatch):
+    """The lean trainer (training/_lean_trainer.py) and set_train_env: a run on a local Ray instance,
+    which has no dashboard, starts its controller, worker and synchronization actor, and not the
+    DatasetManager, PlacementGroupCleaner and PreemptionWatcher processes Ray Train V2 adds."""
+    from collections import Counter
+
+    import ray
+
+    from ncsearch.search import set_train_env
+    from ncsearch.training._lean_trainer import state_api_reachable
+
+    for key in ("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"):
+        monkeypatch.delenv(key, raising=False)  # restored after the test
+    set_train_env("ray://head:10001")  # a cluster may be drained by its autoscaler: watcher stays on
+    assert "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER" not in os.environ
+    set_train_env(None)  # a local instance: off
+    assert os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
+    assert not state_api_reachable()
+
+    def classes() -> Counter:
+        return Counter(actor["ActorClassName"] for actor in ray._private.state.actors().values())
+
+    before = classes()
+    fit(make_spec(), name="lean")
+    started = classes() - before
+    assert started["TrainController"] == 1 and started["RayTrainWorker"] == 1, started
+    assert started["SynchronizationActor"] == 1, started
+    for unused in ("DatasetManager", "PlacementGroupCleaner", "PreemptionWatcher"):
+        assert started[unused] == 0, started
+
+
+def test_the_lean_trainer_keeps_the_placement_group_cleaner_where_it_can_work(ray_session):
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+    from ncsearch.training._lean_trainer import lean_trainer_class
+
+    def kinds(trainer_cls: type) -> list[str]:
+        trainer = trainer_cls(lambda config: None, scaling_config=ScalingConfig(num_workers=1))
+        return sorted(type(callback).__name__ for callback in trainer._create_default_callbacks())
+
+    default = kinds(TorchTrainer)
+    assert DatasetsCallback.__name__ in default and PlacementGroupCleanerCallback.__name__ in default
+    without_data = [name for name in default if name != DatasetsCallback.__name__]
+    assert kinds(lean_trainer_class(keep_placement_group_cleaner=True)) == without_data
+    assert kinds(lean_trainer_class(keep_placement_group_cleaner=False)) == [
+        name for name in without_data if name != PlacementGroupCleanerCallback.__name__]

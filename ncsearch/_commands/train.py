@@ -70,8 +70,9 @@ def main(args: argparse.Namespace) -> int:
     from ncsearch.training import metrics_log, read_metrics_log
 
     if not ray.is_initialized():
-        from ncsearch.search import ray_address
+        from ncsearch.search import ray_address, set_train_env
 
+        set_train_env(args.address)
         ray.init(address=ray_address(args.address), include_dashboard=False, configure_logging=False)
     tracker = _MlflowRun(spec, out)
     metrics_path = out / "metrics.jsonl"

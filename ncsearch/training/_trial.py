@@ -102,8 +102,8 @@ def build_trainer(
     """The TorchTrainer of one trial (not started). `extra_config` is merged into the worker config."""
     enable_train_v2()
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
+    from ncsearch.training._lean_trainer import lean_trainer_class, state_api_reachable
     from ncsearch.training._recipe import train_loop_per_worker
 
     resources = spec.resources
@@ -112,7 +112,8 @@ def build_trainer(
         per_worker["GPU"] = float(resources.gpus_per_worker)
     config = {"spec": spec.to_dict(), "data_root": str(data_root), "model_path": str(model_path)}
     config.update(extra_config or {})
-    return TorchTrainer(
+    trainer_cls = lean_trainer_class(keep_placement_group_cleaner=state_api_reachable())
+    return trainer_cls(
         train_loop_per_worker,
         train_loop_config=config,
         scaling_config=ScalingConfig(
