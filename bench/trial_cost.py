@@ -148,6 +148,10 @@ def phase_table(events: list[dict], trials: int, wall: float, tokens_per_trial: 
     for fit in spans["train.fit"]:
         fit_end = fit["start"] + fit["dur"]
         loops = [e for e in spans["loop"] if fit["start"] <= e["start"] <= fit_end]
+        # Concurrent trials overlap in time: a fit's own loop is the one of its Train run (the trace's
+        # "key"); traces without keys fall back to the first loop in its window.
+        own = [e for e in loops if fit.get("key") is not None and e.get("key") == fit["key"]]
+        loops = own or loops
         if not loops:
             continue
         loop = min(loops, key=lambda e: e["start"])

@@ -26,7 +26,8 @@ commit bench/trial_cost.py compares, so the same instrumentation times old and n
 | tracking | the `MlflowClient` calls that write runs, metrics, params, tags and artifacts |
 
 A phase inside another phase on the same thread is not counted again (the outer one holds it);
-spans are always recorded. Each process appends JSON lines `{"label", "start", "dur", "pid", "span"}`
+spans are always recorded. Each process appends JSON lines `{"label", "start", "dur", "pid", "span"}` (spans of `fit()` and of
+the loop also carry "key", the Train run's name, which joins a trial's fit to its own workers' loops)
 to `<NCSEARCH_PHASE_TRACE>/<pid>.jsonl`.
 """
 
@@ -48,16 +49,20 @@ _lock = threading.Lock()
 _file = None
 
 
-def _write(label: str, start: float, dur: float, span: bool) -> None:
+def _write(label: str, start: float, dur: float, span: bool, key: str | None = None) -> None:
     global _file
+    row = {"label": label, "start": start, "dur": dur, "pid": os.getpid(), "span": span}
+    if key is not None:
+        row["key"] = key
     with _lock:
         if _file is None:
             os.makedirs(_OUT, exist_ok=True)
             _file = open(os.path.join(_OUT, f"{os.getpid()}.jsonl"), "a", buffering=1, encoding="utf-8")  # noqa: SIM115 (open for the process)
-        _file.write(json.dumps({"label": label, "start": start, "dur": dur, "pid": os.getpid(), "span": span}) + "\n")
+        _file.write(json.dumps(row) + "\n")
 
 
-def _timed(label: str | Callable[..., str], fn: Callable[..., Any], *, span: bool = False) -> Callable[..., Any]:
+def _timed(label: str | Callable[..., str], fn: Callable[..., Any], *, span: bool = False,
+           key: Callable[..., str | None] | None = None) -> Callable[..., Any]:
     if getattr(fn, "_phase_traced", False):
         return fn
 
@@ -67,6 +72,7 @@ def _timed(label: str | Callable[..., str], fn: Callable[..., Any], *, span: boo
         if not span and depth:
             return fn(*args, **kwargs)
         name = label(*args, **kwargs) if callable(label) else label
+        joins = _safe_key(key, args, kwargs)
         if not span:
             _local.depth = depth + 1
         wall, started = time.time(), time.perf_counter()
@@ -75,16 +81,37 @@ def _timed(label: str | Callable[..., str], fn: Callable[..., Any], *, span: boo
         finally:
             if not span:
                 _local.depth = depth
-            _write(name, wall, time.perf_counter() - started, span)
+            _write(name, wall, time.perf_counter() - started, span, joins)
 
     wrapper._phase_traced = True  # type: ignore[attr-defined]
     return wrapper
 
 
-def _wrap(owner: Any, attr: str, label: str | Callable[..., str], *, span: bool = False) -> None:
+def _safe_key(key: Callable[..., str | None] | None, args: tuple, kwargs: dict) -> str | None:
+    if key is None:
+        return None
+    try:
+        return key(*args, **kwargs)
+    except Exception:  # noqa: BLE001 (a missing key only loses the join, never the run)
+        return None
+
+
+def _wrap(owner: Any, attr: str, label: str | Callable[..., str], *, span: bool = False,
+          key: Callable[..., str | None] | None = None) -> None:
     fn = getattr(owner, attr, None)
     if fn is not None:
-        setattr(owner, attr, _timed(label, fn, span=span))
+        setattr(owner, attr, _timed(label, fn, span=span, key=key))
+
+
+def _run_name(trainer: Any, *args: Any, **kwargs: Any) -> str | None:
+    """The Train run a `fit()` starts (its RunConfig name): joins the span to its workers' loops."""
+    return trainer.run_config.name
+
+
+def _worker_run_name(*args: Any, **kwargs: Any) -> str | None:
+    import ray.train
+
+    return ray.train.get_context().get_experiment_name()
 
 
 def _load_label(name_or_path: Any, *args: Any, **kwargs: Any) -> str:
@@ -118,7 +145,7 @@ def _patch_torch() -> None:
 
 
 def _patch_recipe(module: Any) -> None:
-    _wrap(module, "train_loop_per_worker", "loop", span=True)
+    _wrap(module, "train_loop_per_worker", "loop", span=True, key=_worker_run_name)
     _wrap(module, "write_checkpoint", "checkpoint.write")
     _wrap(module, "write_model", "eval.model_write")  # evaluation on the workers: the model it scores
     _patch_torch()
@@ -157,7 +184,7 @@ def _patch_collapse(module: Any) -> None:
 def _patch_trainer(module: Any) -> None:
     trainer = getattr(module, "TorchTrainer", None)
     if trainer is not None:
-        _wrap(trainer, "fit", "train.fit", span=True)
+        _wrap(trainer, "fit", "train.fit", span=True, key=_run_name)
 
 
 _PATCHES: dict[str, Callable[[Any], None]] = {
