@@ -282,13 +282,13 @@ def test_a_trial_starts_no_ray_train_helper_actors_it_does_not_use(fit, monkeypa
         assert started[unused] == 0, started
 
 
-def test_the_lean_trainer_keeps_the_placement_group_cleaner_where_it_can_work(ray_session):
+def test_the_lean_trainer_keeps_the_placement_group_cleaner_where_it_can_work(ray_session, monkeypatch):
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
     from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 
-    from ncsearch.training._lean_trainer import lean_trainer_class
+    from ncsearch.training import _lean_trainer
 
     def kinds(trainer_cls: type) -> list[str]:
         trainer = trainer_cls(lambda config: None, scaling_config=ScalingConfig(num_workers=1))
@@ -297,6 +297,7 @@ def test_the_lean_trainer_keeps_the_placement_group_cleaner_where_it_can_work(ra
     default = kinds(TorchTrainer)
     assert DatasetsCallback.__name__ in default and PlacementGroupCleanerCallback.__name__ in default
     without_data = [name for name in default if name != DatasetsCallback.__name__]
-    assert kinds(lean_trainer_class(keep_placement_group_cleaner=True)) == without_data
-    assert kinds(lean_trainer_class(keep_placement_group_cleaner=False)) == [
-        name for name in without_data if name != PlacementGroupCleanerCallback.__name__]
+    lean = _lean_trainer.lean_trainer_class()
+    assert kinds(lean) == [name for name in without_data if name != PlacementGroupCleanerCallback.__name__]
+    monkeypatch.setattr(_lean_trainer, "state_api_reachable", lambda: True)  # a cluster with the dashboard
+    assert kinds(lean) == without_data

@@ -51,9 +51,10 @@ def state_api_reachable(timeout_s: float = 2.0) -> bool:
 
 
 @functools.cache
-def lean_trainer_class(keep_placement_group_cleaner: bool) -> Any:
-    """`TorchTrainer`, less the `DatasetsCallback` and, unless `keep_placement_group_cleaner`, the
-    `PlacementGroupCleanerCallback` (see the module docstring)."""
+def lean_trainer_class() -> Any:
+    """`TorchTrainer`, less the `DatasetsCallback` and, where `state_api_reachable()` is false when
+    `fit()` runs, the `PlacementGroupCleanerCallback` (see the module docstring). The cluster is
+    asked at `fit()`, not when the trainer is built: building one needs no Ray connection."""
     from ray.train.torch import TorchTrainer
 
     try:
@@ -62,15 +63,15 @@ def lean_trainer_class(keep_placement_group_cleaner: bool) -> Any:
     except ImportError as err:  # a Ray release that moved them: keep Ray's defaults
         logger.warning("Ray Train's default callbacks moved (%s); every trial starts Ray's helper actors", err)
         return TorchTrainer
-    cleaner: tuple[type, ...] = () if keep_placement_group_cleaner else (PlacementGroupCleanerCallback,)
 
     class LeanTorchTrainer(TorchTrainer):
         """TorchTrainer whose fit() starts no DatasetManager (and, without a dashboard, no
         PlacementGroupCleaner) actor."""
 
         def _create_default_callbacks(self) -> list[Any]:
-            # ncsearch passes no Ray datasets; if it ever does, Ray's data plumbing stays.
-            unused = cleaner if self.datasets else (*cleaner, DatasetsCallback)
+            unused: tuple[type, ...] = () if state_api_reachable() else (PlacementGroupCleanerCallback,)
+            if not self.datasets:  # ncsearch passes no Ray datasets; if it ever does, Ray's data plumbing stays
+                unused = (*unused, DatasetsCallback)
             return [callback for callback in super()._create_default_callbacks() if not isinstance(callback, unused)]
 
     return LeanTorchTrainer

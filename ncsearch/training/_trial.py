@@ -103,7 +103,7 @@ def build_trainer(
     enable_train_v2()
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
-    from ncsearch.training._lean_trainer import lean_trainer_class, state_api_reachable
+    from ncsearch.training._lean_trainer import lean_trainer_class
     from ncsearch.training._recipe import train_loop_per_worker
 
     resources = spec.resources
@@ -112,8 +112,7 @@ def build_trainer(
         per_worker["GPU"] = float(resources.gpus_per_worker)
     config = {"spec": spec.to_dict(), "data_root": str(data_root), "model_path": str(model_path)}
     config.update(extra_config or {})
-    trainer_cls = lean_trainer_class(keep_placement_group_cleaner=state_api_reachable())
-    return trainer_cls(
+    return lean_trainer_class()(
         train_loop_per_worker,
         train_loop_config=config,
         scaling_config=ScalingConfig(
