@@ -11,14 +11,17 @@ Ray Train V2 starts, for every `fit()`, a controller and the workers, and also:
   when stopped (its stop alone holds `fit()` for about 0.6 s).
 
 Each is a Python process that imports Ray Train and torch: about 1.5 CPU-seconds apiece at
-start-up, paid again by every trial. On the 2-core machine, two trials starting at once took 12.1-12.6 s
-from `fit()` to the training loop and back with them, and 7.6-7.8 s without (bench/trial_cost.py
-measures it inside a real search). So `lean_trainer_class` drops the `DatasetsCallback` always, and
-the cleaner only when the state API does not answer; on a cluster with the dashboard (e.g. the
-rayproject/ray images of cluster/kuberay.yaml) the cleaner stays and does its job.
+start-up, paid again by every trial. So `lean_trainer_class` drops the `DatasetsCallback` when the
+trainer has no datasets, and the cleaner only when the state API does not answer when `fit()` runs;
+on a cluster with the dashboard (e.g. the rayproject/ray images of cluster/kuberay.yaml) the cleaner
+stays and does its job. A third helper, the per-worker-group PreemptionWatcher, is switched off with
+Ray's own setting on a local instance (`ncsearch.search.set_train_env`). On the 2-core machine, two
+bare trials starting at once took 12.1-12.6 s from `fit()` to the training loop and back with all
+three helpers, and 7.6-8.8 s without; bench/trial_cost.py measures it inside a real search.
 
 The callbacks are found by their class, from Ray's private modules: if a Ray release moves them,
-the plain TorchTrainer is used (tests/test_lean_trainer.py fails then, so the loss is noticed).
+the plain TorchTrainer is used, and tests/test_train.py's lean-trainer tests fail, so the loss is
+noticed.
 """
 
 from __future__ import annotations
