@@ -151,6 +151,8 @@ def phase_table(events: list[dict], trials: int, wall: float, tokens_per_trial: 
         # Concurrent trials overlap in time: a fit's own loop is the one of its Train run (the trace's
         # "key"); traces without keys fall back to the first loop in its window.
         own = [e for e in loops if fit.get("key") is not None and e.get("key") == fit["key"]]
+        if fit.get("key") is not None and not own:
+            print(f"[trial_cost] warning: no loop of Train run {fit['key']} in its fit's window; joined by time")
         loops = own or loops
         if not loops:
             continue

@@ -27,7 +27,7 @@ commit bench/trial_cost.py compares, so the same instrumentation times old and n
 
 A phase inside another phase on the same thread is not counted again (the outer one holds it);
 spans are always recorded. Each process appends JSON lines `{"label", "start", "dur", "pid", "span"}` (spans of `fit()` and of
-the loop also carry "key", the Train run's name, which joins a trial's fit to its own workers' loops)
+the loop also carry "key", the Train run's folder in storage, which joins a trial's fit to its own workers' loops)
 to `<NCSEARCH_PHASE_TRACE>/<pid>.jsonl`.
 """
 
@@ -104,14 +104,19 @@ def _wrap(owner: Any, attr: str, label: str | Callable[..., str], *, span: bool 
 
 
 def _run_name(trainer: Any, *args: Any, **kwargs: Any) -> str | None:
-    """The Train run a `fit()` starts (its RunConfig name): joins the span to its workers' loops."""
-    return trainer.run_config.name
+    """The Train run a `fit()` starts, as its folder in storage (RunConfig storage path / name): joins
+    the span to its workers' loops. The name alone does not: every ncsearch trial names its run
+    "train", each in its own trial folder."""
+    import os.path
+
+    config = trainer.run_config
+    return os.path.join(os.path.abspath(str(config.storage_path)), config.name)
 
 
 def _worker_run_name(*args: Any, **kwargs: Any) -> str | None:
-    import ray.train
+    from ray.train.v2._internal.execution.context import get_train_context
 
-    return ray.train.get_context().get_experiment_name()
+    return get_train_context().get_storage().experiment_fs_path
 
 
 def _load_label(name_or_path: Any, *args: Any, **kwargs: Any) -> str:
