@@ -183,6 +183,23 @@ def test_resume_after_a_checkpoint_equals_an_uninterrupted_run(baseline, referen
     weights_close(weights, resumed_weights)
 
 
+@pytest.mark.parametrize("baseline", ["mlm", "fisher_lowrank"])  # a full fine-tune and a frozen base
+def test_the_final_checkpoint_resumes_without_optimizer_state(baseline, reference_runs, tiny_model_dir, data_root, tmp_path):
+    """The last checkpoint leaves AdamW's moments out (nothing is left to train); a restart from it
+    re-reports the final metrics and ends with the same model, and earlier checkpoints keep them."""
+    from ncsearch.training._checkpoint import read_state
+
+    reports, weights = reference_runs(baseline)
+    run_local(baseline, tiny_model_dir, data_root, tmp_path)
+    final = tmp_path / "checkpoints" / "checkpoint_000004"
+    assert read_state(final).optimizer == {}
+    assert read_state(tmp_path / "checkpoints" / "checkpoint_000002").optimizer["state"]
+    restarted, restarted_weights = run_local(baseline, tiny_model_dir, data_root, tmp_path, resume_from=final)
+    assert [r["step"] for r in restarted] == [4]
+    metrics_close(reports[-1], restarted[-1], tol=0.0)
+    weights_close(weights, restarted_weights, tol=0.0)
+
+
 RECIPE_KEYS = {
     "train/loss", "train/mlm_loss", "train/tokens_per_s", "train/unc3", "train/nc3", "train/nc3_classes",
     "train/lr", "train/bf16", "train/resumed_from", "train/peak_rss_mb",

@@ -5,8 +5,9 @@ Layout of a checkpoint folder (one per `checkpoint_every` steps and one at the e
     model/          save_pretrained model + tokenizer: loadable with ncsearch.models.load_mlm(path)
     eval/           (the final checkpoint of a search trial) its evaluation folder (ncsearch._eval_store),
                     written by the trial's workers (training/_evaluate.py)
-    state.pt        optimizer, LR scheduler, NC3 statistics, step, a frozen-base baseline's trained
-                    tensors, the fp16 loss scaler's state (written by rank 0)
+    state.pt        optimizer (empty in the final checkpoint, which has no steps left), LR scheduler,
+                    NC3 statistics, step, a frozen-base baseline's trained tensors, the fp16 loss
+                    scaler's state (written by rank 0)
     meta.json       step, steps, seed, world size, the last reported metrics, the NC3 vocabulary's
                     token ids (human-readable; `read_meta`)
 

@@ -223,7 +223,8 @@ class TrainingRecipe:
         self.step = 0
         self.last_metrics: dict[str, float] = {}
         if state is not None:
-            self.optimizer.load_state_dict(state.optimizer)
+            if state.optimizer:  # the final checkpoint has none: nothing is left to train (see _report)
+                self.optimizer.load_state_dict(state.optimizer)
             self.scheduler.load_state_dict(state.scheduler)
             self.regularizer.load_state_dict(state.nc3)
             if state.scaler and self.scaler.is_enabled():
@@ -418,9 +419,13 @@ class TrainingRecipe:
             if evaluate:  # every worker scores the final model first; its results go into this checkpoint
                 metrics = {**metrics, **self._evaluate(Path(folder))}
             if self.rank == 0:
+                # The final checkpoint resumes nothing but evaluation (a restart after it only re-reports),
+                # so it leaves out AdamW's two moments: twice the model's size, written and then copied
+                # into the run's storage by `report` in every trial.
+                last = self.step >= self.spec.train.steps
                 state = TrainState(
                     step=self.step,
-                    optimizer=self.optimizer.state_dict(),
+                    optimizer={} if last else self.optimizer.state_dict(),
                     scheduler=self.scheduler.state_dict(),
                     nc3=self.regularizer.state_dict(),
                     scaler=self.scaler.state_dict(),
