@@ -265,6 +265,34 @@ def test_a_restart_recomputes_the_same_anchors_and_batches(data_root, tiny_dir):
         assert all(torch.equal(a[key], b[key]) for key in a)
 
 
+def test_the_fisher_is_computed_once_per_model_and_sample_then_read_from_the_cache(data_root, tiny_dir, tmp_path, monkeypatch):
+    import ncsearch.debias._ase as ase_module
+
+    monkeypatch.setenv("NCSEARCH_CACHE_DIR", str(tmp_path / "cache"))
+    computed = []
+    real = ase_module.diagonal_fisher
+    monkeypatch.setattr(ase_module, "diagonal_fisher", lambda *a, **k: computed.append(1) or real(*a, **k))
+
+    first, model = prepared(data_root, tiny_dir)
+    entries = sorted((tmp_path / "cache" / "ase_fisher").glob("*.safetensors"))
+    assert len(computed) == 1 and len(entries) == 1
+    again, _ = prepared(data_root, tiny_dir)  # a second trial or replicate: read, not computed
+    assert len(computed) == 1
+    assert sorted(again.anchors.fisher) == sorted(first.anchors.fisher)
+    for name, value in first.anchors.fisher.items():
+        torch.testing.assert_close(again.anchors.fisher[name], value, rtol=0, atol=0)
+        torch.testing.assert_close(again.anchors.reference[name], first.anchors.reference[name], rtol=0, atol=0)
+    assert again.anchors.fisher[name].abs().sum() > 0
+
+    entries[0].write_bytes(entries[0].read_bytes()[:1000])  # damaged: recomputed and replaced
+    repaired, _ = prepared(data_root, tiny_dir)
+    assert len(computed) == 2
+    torch.testing.assert_close(repaired.anchors.fisher[name], first.anchors.fisher[name], rtol=0, atol=0)
+    prepared(data_root, tiny_dir, options=ASEOptions(fisher_sentences=5))  # another sample: its own entry
+    assert len(computed) == 3
+    assert len(list((tmp_path / "cache" / "ase_fisher").glob("*.safetensors"))) == 2
+
+
 def test_winobias_warns_when_it_scores_the_training_split(data_root, tiny_dir):
     from ncsearch.evaluate.winobias import TrainTestOverlapWarning, WinoBiasBenchmark
 
