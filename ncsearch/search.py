@@ -318,6 +318,9 @@ def run_search(
                 num_samples=-1,  # the searcher says when every configuration has been proposed
                 time_budget_s=spec.search.time_budget_s,
                 trial_dirname_creator=lambda trial: tune_trial_dirname(trial.trial_id),
+                # A finished trial's driver process runs the next trial: it has Ray Tune, Ray Train and
+                # torch imported already (about 3 CPU-seconds a trial saved).
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=layout.tune_dir.name,
