@@ -346,3 +346,51 @@ def test_collapse_study_on_tiny_model_matches_direct_pass(tiny_mlm):
         assert summary.counts[i] == int(sel.sum())
     assert 0.0 <= result.metrics["gender"]["nc4"] <= 1.0
     assert result.metrics["gender"]["nc1"] > 0
+
+
+@pytest.mark.parametrize(("features", "label_shift"), [("encoder", 0), ("head", 1)])
+def test_heldout_collapse_computes_the_last_layer_at_v_positions_only(features, label_shift, tiny_mlm, data_root, monkeypatch):
+    """The `collapse` benchmark's fast path asks the row encoder for exactly the positions whose label
+    is in V, and gives the metrics of the full forward followed by `select_pairs`."""
+    from collections import Counter
+
+    from ncsearch._batching import pad_batch
+    from ncsearch.data import load_gap_corpus
+    from ncsearch.evaluate import get_benchmark
+    from ncsearch.evaluate._row_encoder import RowEncoder
+    from ncsearch.heads import encode, mlm_head
+
+    model, tokenizer = tiny_mlm
+    model.eval()
+    texts = load_gap_corpus(data_root, splits=("validation",))[:12]
+    ids = tokenizer(list(texts), truncation=True, max_length=64)["input_ids"]
+    common = [token for token, _ in Counter(t for seq in ids for t in seq[1:-1]).most_common(8)]
+    options = {"vocab_ids": common, "features": features, "label_shift": label_shift}
+    requested: list[int] = []
+    real_call = RowEncoder.__call__
+
+    def recording_call(self, input_ids, attention_mask, where):
+        labels = input_ids[where[:, 0], where[:, 1] + label_shift]
+        assert bool(torch.isin(labels, torch.tensor(common)).all())
+        requested.append(len(where))
+        return real_call(self, input_ids, attention_mask, where)
+
+    monkeypatch.setattr(RowEncoder, "__call__", recording_call)
+    result = get_benchmark("collapse")(data_root, limit=12, batch_size=4, seed=0, fast_path=True, **options).score(model, tokenizer)
+
+    stats = ClassStatistics(common, min_count=2)
+    head = mlm_head(model)
+    pairs = 0
+    with torch.inference_mode():
+        for start in range(0, len(ids), 4):
+            input_ids, mask = pad_batch(ids[start : start + 4], tokenizer.pad_token_id)
+            feats, labels = select_pairs(encode(model, input_ids, mask), input_ids=input_ids, labels=None,
+                                         attention_mask=mask, features=features, positions="all",
+                                         label_shift=label_shift, head_transform=head.transform)
+            kept = torch.isin(labels, torch.tensor(common))
+            pairs += int(kept.sum())
+            stats.update(feats[kept], labels[kept])
+        dense = collapse_metrics(stats.summary(head.weight))
+    assert pairs > 0 and sum(requested) == pairs  # every V pair, nothing else
+    assert result.metrics["collapse/unc3"] == pytest.approx(float(dense["unc3"]), rel=1e-4)
+    assert result.metrics["collapse/nc3"] == pytest.approx(float(dense["nc3"]), rel=1e-4)

@@ -13,7 +13,7 @@ from ncsearch.collapse._metrics import (
     bootstrap_intervals,
     collapse_metrics,
 )
-from ncsearch.collapse._pairs import select_pairs
+from ncsearch.collapse._pairs import pair_positions, select_pairs
 from ncsearch.collapse._regularizer import KINDS, MEANS, NC3Regularizer, cosine_rows
 from ncsearch.collapse._study import StudyResult, collapse_study, split_sentences
 
@@ -30,6 +30,7 @@ __all__ = [
     "collapse_metrics",
     "collapse_study",
     "cosine_rows",
+    "pair_positions",
     "select_pairs",
     "split_sentences",
 ]

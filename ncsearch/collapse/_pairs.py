@@ -33,7 +33,7 @@ from torch import Tensor
 from ncsearch.errors import ConfigError
 from ncsearch.heads import IGNORE_INDEX
 
-__all__ = ["LABEL_SOURCES", "select_pairs"]
+__all__ = ["LABEL_SOURCES", "pair_positions", "select_pairs"]
 
 LABEL_SOURCES = ("original", "masked_input")
 
@@ -61,18 +61,39 @@ def select_pairs(
     """
     if features not in ("encoder", "head"):
         raise ConfigError(f"nc3 features must be 'encoder' or 'head', but got {features!r}")
+    if features == "head" and head_transform is None:
+        raise ConfigError("nc3 features='head' needs the MLM head transform (head_transform=...)")
+    where, tokens = pair_positions(input_ids=input_ids, labels=labels, attention_mask=attention_mask,
+                                   positions=positions, label_shift=label_shift, label_source=label_source)
+    feats = hidden.detach()[where[:, 0], where[:, 1]]
+    if features == "head":
+        assert head_transform is not None
+        feats = head_transform(feats)
+    return feats, tokens
+
+
+@torch.no_grad()
+def pair_positions(
+    *,
+    input_ids: Tensor,
+    labels: Tensor | None,
+    attention_mask: Tensor | None,
+    positions: Literal["masked", "all"] = "masked",
+    label_shift: int = 0,
+    label_source: Literal["original", "masked_input"] = "original",
+) -> tuple[Tensor, Tensor]:
+    """(feature positions (N, 2) as (batch row, position), token ids (N,)) of the pairs `select_pairs`
+    selects, in its order (row-major). Lets a caller that needs few of them (the held-out `collapse`
+    benchmark: only V's tokens) compute the last layer at those positions alone."""
     if positions not in ("masked", "all"):
         raise ConfigError(f"nc3 positions must be 'masked' or 'all', but got {positions!r}")
     if label_shift not in (0, 1):
         raise ConfigError(f"nc3 label_shift must be 0 or 1, but got {label_shift!r}")
     if label_source not in LABEL_SOURCES:
         raise ConfigError(f"nc3 labels must be one of {', '.join(LABEL_SOURCES)}, but got {label_source!r}")
-    if features == "head" and head_transform is None:
-        raise ConfigError("nc3 features='head' needs the MLM head transform (head_transform=...)")
     if positions == "masked" and labels is None:
         raise ConfigError("nc3 positions='masked' needs MLM labels")
 
-    hidden = hidden.detach()
     real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     if labels is None:
         target_ok = real
@@ -87,9 +108,4 @@ def select_pairs(
     length = input_ids.shape[1]
     # feature positions t = 0..T-1-s, target positions t + s
     ok = target_ok[:, s:] & real[:, : length - s]
-    feats = hidden[:, : length - s][ok]
-    tokens = token_ids[:, s:][ok]
-    if features == "head":
-        assert head_transform is not None
-        feats = head_transform(feats)
-    return feats, tokens
+    return torch.nonzero(ok), token_ids[:, s:][ok]
