@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = ["ALIASES", "AdaptSettings", "adapted_model_dir", "ensure_model", "load_mlm", "METRICS_FILE", "STEPS_ENV",
-           "tokenizer_fingerprint", "verify_mlm", "weights_digest"]
+           "tokenizer_fingerprint", "verify_mlm"]
 
 ALIASES = ("minilm-l6",)
 STEPS_ENV = "NCSEARCH_ADAPT_STEPS"
@@ -104,23 +104,6 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     content = {"vocab": sorted(tokenizer.get_vocab().items()), "special": sorted(map(str, tokenizer.all_special_tokens)),
                "lower": bool(getattr(tokenizer, "do_lower_case", False))}
     return hashlib.sha256(json.dumps(content).encode("utf-8")).hexdigest()[:16]
-
-
-def weights_digest(model_dir: str | os.PathLike[str]) -> str:
-    """sha256 over a model folder's weight files (names and bytes): the key of anything cached per
-    model (the PPPL reference table, ASE's Fisher), so another checkpoint under the same path never
-    reads an entry computed from this one."""
-    model_dir = Path(model_dir)
-    digest = hashlib.sha256()
-    files = sorted(p for p in model_dir.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
-    if not files:
-        raise ValueError(f"{model_dir} holds no weight files (*.safetensors, *.bin)")
-    for path in files:
-        digest.update(path.name.encode())
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 # --- loading -------------------------------------------------------------------------------------

@@ -159,6 +159,38 @@ def test_prepare_model_neutralises_and_injects_lora_in_place(tiny_mlm, data_root
     assert changed == baseline.neutralised
 
 
+def test_the_masks_are_computed_once_per_model_and_seed_then_read_from_the_cache(tiny_mlm, data_root, tmp_path, monkeypatch):
+    """Every configuration at one seed neutralises the same weights: the second reads the first's
+    masks; another seed or another model computes its own."""
+    import copy
+
+    import ncsearch.debias._fisher_lowrank as flr
+
+    monkeypatch.setenv("NCSEARCH_CACHE_DIR", str(tmp_path / "cache"))
+    passes = []
+    real = flr.diagonal_fisher
+    monkeypatch.setattr(flr, "diagonal_fisher", lambda *a, **k: passes.append(1) or real(*a, **k))
+    original, tokenizer = tiny_mlm
+    pristine = copy.deepcopy(original)
+
+    first = _baseline(data_root, tokenizer).prepare_model(copy.deepcopy(pristine))
+    assert len(passes) == 2  # one Fisher per group
+    second_baseline = _baseline(data_root, tokenizer)
+    second = second_baseline.prepare_model(copy.deepcopy(pristine))
+    assert len(passes) == 2, "the second configuration at seed 0 recomputed the Fisher"
+    assert second_baseline.neutralised > 0
+    for name, value in _target_weights(first).items():
+        assert torch.equal(value, _target_weights(second)[name]), name
+    _baseline(data_root, tokenizer, seed=1).prepare_model(copy.deepcopy(pristine))
+    assert len(passes) == 4
+    other = copy.deepcopy(pristine)
+    with torch.no_grad():
+        other.bert.encoder.layer[0].attention.self.query.weight[0, 0] += 1.0
+    _baseline(data_root, tokenizer).prepare_model(other)
+    assert len(passes) == 6
+    assert len(list((tmp_path / "cache" / "fisher_lowrank_masks").glob("*.safetensors"))) == 3
+
+
 def test_gradients_only_on_lora_and_embeddings(tiny_mlm, data_root):
     model, tokenizer = tiny_mlm
     baseline = _baseline(data_root, tokenizer)

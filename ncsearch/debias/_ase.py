@@ -291,54 +291,34 @@ def diagonal_fisher(model: nn.Module, examples: Sequence[ASEExample], *, device:
 _FISHER_FORMAT = 1
 
 
-def fisher_cache_path(model_dir: Any, examples: Sequence[ASEExample], *, device: Any) -> Any:
-    """Where the Fisher of this model (its weights), sample (its token ids) and device type is cached."""
+def cached_diagonal_fisher(model: nn.Module, examples: Sequence[ASEExample], *, device: Any) -> EWCAnchors:
+    """`diagonal_fisher`, computed once per model, sample and device type on a machine and then read
+    from the cache (`ncsearch._tensor_cache`).
+
+    Why: the Fisher is a property of the original model and of a sample drawn with its own fixed seed,
+    the same for every trial and replicate of a search, and it costs about a minute of one CPU core
+    (396 sentences, a full backward each) at the start of every ASE trial.
+    """
     import hashlib
     import json
 
     import torch
 
-    from ncsearch.models import weights_digest
-    from ncsearch.paths import cache_dir
+    from ncsearch._tensor_cache import cached_tensors, parameters_digest
 
+    named = {n: p for n, p in model.named_parameters() if p.requires_grad}
     key = {
         "format": _FISHER_FORMAT,
-        "weights": weights_digest(model_dir),
+        "weights": parameters_digest(model),
         "sample": hashlib.sha256(json.dumps([e.input_ids for e in examples]).encode()).hexdigest(),
         # the same sums in another order on another device type: equal to float rounding only
         "device": torch.device(device or "cpu").type,
     }
-    return cache_dir() / "ase_fisher" / f"{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]}.safetensors"
-
-
-def cached_diagonal_fisher(model: nn.Module, examples: Sequence[ASEExample], *, model_dir: Any, device: Any) -> EWCAnchors:
-    """`diagonal_fisher`, computed once per model, sample and device type on a machine and then read
-    from the cache (`fisher_cache_path`).
-
-    Why: the Fisher is a property of the original model and of a sample drawn with its own fixed seed,
-    the same for every trial and replicate of a search, and it costs about a minute of one CPU core
-    (396 sentences, a full backward each) at the start of every ASE trial. Concurrent trials compute it
-    once: the first holds a file lock while the others wait and then read its file. An entry that does
-    not load, or does not match the model's parameters, is recomputed and replaced.
-    """
-    import torch
-    from filelock import FileLock
-    from safetensors.torch import load_file, save
-
-    from ncsearch._atomic import atomic_write
-
-    path = fisher_cache_path(model_dir, examples, device=device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    named = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    with FileLock(str(path) + ".lock"):
-        try:
-            fisher = load_file(str(path), device=str(torch.device(device or "cpu")))
-        except Exception:  # noqa: BLE001 - absent (OSError) or damaged (safetensors' own error type)
-            fisher = {}
-        if set(fisher) != set(named) or any(fisher[n].shape != p.shape for n, p in named.items()):
-            anchors = diagonal_fisher(model, examples, device=device)
-            atomic_write(path, save({n: f.contiguous().cpu() for n, f in anchors.fisher.items()}))
-            return anchors
+    fisher = cached_tensors(
+        "ase_fisher", key, lambda: diagonal_fisher(model, examples, device=device).fisher,
+        device=torch.device(device or "cpu"),
+        fits=lambda stored: set(stored) == set(named) and all(stored[n].shape == p.shape for n, p in named.items()),
+    )
     return EWCAnchors(reference={n: p.detach().float().clone() for n, p in named.items()}, fisher=fisher)
 
 
@@ -391,15 +371,14 @@ class ASE(Baseline):
                 "checkpoint's model, so the anchors cannot come from there (set baseline_options.ase.preset: paper, "
                 "or both weights to 0, to train without them)"
             )
-        from ncsearch.models import ensure_model, load_mlm
+        from ncsearch.models import load_mlm
 
         original, _ = load_mlm(self.model_path, data_root=self.data_root)
         original.to(self.device)
         if options.orthogonal_weight > 0:
             self.direction = gender_direction(original, self.tokenizer, words.male, words.female, max_length=self.max_length, device=self.device)
         if options.ewc_weight > 0:
-            model_dir = ensure_model(self.model_path, data_root=self.data_root)
-            self.anchors = cached_diagonal_fisher(original, self.fisher_sample(), model_dir=model_dir, device=self.device)
+            self.anchors = cached_diagonal_fisher(original, self.fisher_sample(), device=self.device)
         del original
 
     def epoch_of(self, step: int) -> int:

@@ -64,7 +64,13 @@ the masks and the LoRA initialisation (seeded by `derive_seed(seed, 12)` inside 
 functions of the seed, so the same weights are neutralised, and the checkpoint's `trainable_state`
 (LoRA matrices and, when trained, the embeddings) is loaded on top. On a GPU the Fisher sums may round
 differently from run to run, which can only move weights whose scores tie at the cut to rounding.
-Every DDP worker computes the same Fisher on the same sample (it is small), so replicas agree.
+Every DDP worker uses the same Fisher on the same sample (it is small), so replicas agree.
+
+**Cached.** The masks depend on the original weights, the seed's sample and the options, not on
+alpha or the NC3 vocabulary: every configuration of a search at one seed, and every restart, would
+compute the same ones (about 10 s of one core on MiniLM-L6). The first computes them and stores them
+in the cache (`ncsearch._tensor_cache`, keyed by all of that and the device type); the others read
+them in 0.2 s. A restart therefore neutralises exactly the weights the first start did, on a GPU too.
 """
 
 from __future__ import annotations
@@ -101,6 +107,7 @@ _log = logging.getLogger(__name__)
 
 _FISHER_STREAM = 11  # generator keys of the Fisher sample and its masks (1-3 are the recipe's streams)
 _LORA_INIT_STREAM = 12  # the seed of the LoRA A matrices' initialisation
+_MASKS_FORMAT = 1  # bumped whenever the neutralisation masks are computed or stored differently
 _FISHER_MASK_PROBABILITY = 0.15  # BERT's masking rate
 
 
@@ -387,6 +394,7 @@ class FisherLowRank(Baseline):
         how many weights were zeroed. The model comes back on its own device, in its own mode."""
         import torch
 
+        from ncsearch._tensor_cache import cached_tensors
         from ncsearch.heads import sparse_mlm_loss
 
         home = next(model.parameters()).device
@@ -400,9 +408,17 @@ class FisherLowRank(Baseline):
                 batch = {k: v.to(device) for k, v in batch.items()}
                 return sparse_mlm_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"]).loss
 
-            fisher_m = diagonal_fisher(weights, loss, (m for m, _ in self.fisher_batches))
-            fisher_f = diagonal_fisher(weights, loss, (f for _, f in self.fisher_batches))
-            masks = top_fraction_mask(fisher_difference(fisher_m, fisher_f), self.options.neutralise_fraction)
+            def masks_now() -> dict[str, Tensor]:
+                fisher_m = diagonal_fisher(weights, loss, (m for m, _ in self.fisher_batches))
+                fisher_f = diagonal_fisher(weights, loss, (f for _, f in self.fisher_batches))
+                return top_fraction_mask(fisher_difference(fisher_m, fisher_f), self.options.neutralise_fraction)
+
+            # The same for every configuration trained at this seed (and for its restarts): computed
+            # once per machine, then read from the cache.
+            masks = cached_tensors(
+                "fisher_lowrank_masks", self._masks_key(model, targets, device), masks_now, device=device,
+                fits=lambda stored: set(stored) == set(weights) and all(stored[n].shape == w.shape for n, w in weights.items()),
+            )
             with torch.no_grad():
                 for name, mask in masks.items():
                     weights[name].masked_fill_(mask, 0.0)
@@ -412,6 +428,26 @@ class FisherLowRank(Baseline):
             model.to(home).train(was_training)
         _log.info("[fisher_lowrank] neutralised %d of %d weights in %s", count, total, targets)
         return count
+
+    def _masks_key(self, model: nn.Module, targets: list[str], device: Any) -> dict[str, Any]:
+        """Everything the neutralisation masks depend on: the model's own weights, the Fisher batches
+        (the seed's sample and masks, the tokenizer, max_length, fisher_batch_size), the targets, the
+        fraction, and the device type (the Fisher sums round differently on another one)."""
+        import hashlib
+
+        import torch
+
+        from ncsearch._tensor_cache import parameters_digest
+
+        batches = hashlib.sha256()
+        for pair in self.fisher_batches:
+            for batch in pair:
+                for name in sorted(batch):
+                    batches.update(name.encode())
+                    batches.update(batch[name].contiguous().numpy().tobytes())
+        return {"format": _MASKS_FORMAT, "weights": parameters_digest(model), "batches": batches.hexdigest(),
+                "targets": sorted(targets), "fraction": self.options.neutralise_fraction,
+                "device": torch.device(device).type}
 
     def inject_lora(self, model: nn.Module, targets: list[str]) -> None:
         """peft LoRA on `targets`, injected in place (seeded, without touching the global RNG); then

@@ -66,14 +66,29 @@ class ReferenceTable:
             raise ValueError(f"passage {passage}: position {err.args[0]} is not in the reference table") from None
 
 
+def _weights_digest(model_dir: Path) -> str:
+    """sha256 over the model folder's weight files (names and bytes), so another checkpoint under the
+    same path never reads this one's table."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in model_dir.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
+    if not files:
+        raise ValueError(f"{model_dir} holds no weight files (*.safetensors, *.bin)")
+    for path in files:
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def reference_cache_path(model_dir: Path, tokenizer: Any, texts: Sequence[str], *, max_length: int) -> Path:
     """Where the table of this reference model, tokenizer, passages and truncation is cached."""
-    from ncsearch.models import tokenizer_fingerprint, weights_digest
+    from ncsearch.models import tokenizer_fingerprint
     from ncsearch.paths import cache_dir
 
     key = {
         "format": _FORMAT,
-        "weights": weights_digest(model_dir),
+        "weights": _weights_digest(model_dir),
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "passages": hashlib.sha256("\x1e".join(texts).encode("utf-8")).hexdigest(),
         "max_length": max_length,
