@@ -11,15 +11,15 @@ Fisher-low-rank's neutralisation masks (about 10 s, the same for every configura
   model or sample can never read a stale entry.
 - **Concurrent trials compute once.** The first holds a file lock while it computes; the others wait
   and then read its file. The file is written atomically.
-- **Damage is repaired.** An entry that does not load, or that the caller's `fits` rejects (other
-  names or shapes), is recomputed and replaced.
+- **Damage is repaired.** An entry that does not load, or whose names or shapes differ from the
+  tensors the caller expects (`like`), is recomputed and replaced.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +50,9 @@ def cache_path(kind: str, key: dict[str, Any]) -> Path:
 
 
 def cached_tensors(kind: str, key: dict[str, Any], compute: Callable[[], dict[str, Tensor]], *,
-                   device: Any = "cpu", fits: Callable[[dict[str, Tensor]], bool] = bool) -> dict[str, Tensor]:
+                   like: Mapping[str, Tensor], device: Any = "cpu") -> dict[str, Tensor]:
     """The tensors `compute()` returns for `key`, read from the cache (onto `device`) when a whole entry
-    that `fits` is there, else computed, stored and returned as computed."""
+    with the names and shapes of `like` is there, else computed, stored and returned as computed."""
     from filelock import FileLock
     from safetensors.torch import load_file, save
 
@@ -65,7 +65,7 @@ def cached_tensors(kind: str, key: dict[str, Any], compute: Callable[[], dict[st
             stored = load_file(str(path), device=str(device))
         except Exception:  # noqa: BLE001 - absent (OSError) or damaged (safetensors' own error type)
             stored = {}
-        if stored and fits(stored):
+        if set(stored) == set(like) and all(stored[name].shape == tensor.shape for name, tensor in like.items()):
             return stored
         computed = compute()
         atomic_write(path, save({name: tensor.detach().contiguous().cpu() for name, tensor in computed.items()}))

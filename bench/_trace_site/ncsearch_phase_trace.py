@@ -107,8 +107,6 @@ def _run_name(trainer: Any, *args: Any, **kwargs: Any) -> str | None:
     """The Train run a `fit()` starts, as its folder in storage (RunConfig storage path / name): joins
     the span to its workers' loops. The name alone does not: every ncsearch trial names its run
     "train", each in its own trial folder."""
-    import os.path
-
     config = trainer.run_config
     return os.path.join(os.path.abspath(str(config.storage_path)), config.name)
 

@@ -314,11 +314,8 @@ def cached_diagonal_fisher(model: nn.Module, examples: Sequence[ASEExample], *, 
         # the same sums in another order on another device type: equal to float rounding only
         "device": torch.device(device or "cpu").type,
     }
-    fisher = cached_tensors(
-        "ase_fisher", key, lambda: diagonal_fisher(model, examples, device=device).fisher,
-        device=torch.device(device or "cpu"),
-        fits=lambda stored: set(stored) == set(named) and all(stored[n].shape == p.shape for n, p in named.items()),
-    )
+    fisher = cached_tensors("ase_fisher", key, lambda: diagonal_fisher(model, examples, device=device).fisher,
+                            like=named, device=torch.device(device or "cpu"))
     return EWCAnchors(reference={n: p.detach().float().clone() for n, p in named.items()}, fisher=fisher)
 
 

@@ -415,10 +415,8 @@ class FisherLowRank(Baseline):
 
             # The same for every configuration trained at this seed (and for its restarts): computed
             # once per machine, then read from the cache.
-            masks = cached_tensors(
-                "fisher_lowrank_masks", self._masks_key(model, targets, device), masks_now, device=device,
-                fits=lambda stored: set(stored) == set(weights) and all(stored[n].shape == w.shape for n, w in weights.items()),
-            )
+            masks = cached_tensors("fisher_lowrank_masks", self._masks_key(model, targets, device), masks_now,
+                                   like=weights, device=device)
             with torch.no_grad():
                 for name, mask in masks.items():
                     weights[name].masked_fill_(mask, 0.0)

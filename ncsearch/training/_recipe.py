@@ -414,7 +414,8 @@ class TrainingRecipe:
         if not save:
             self.runtime.report(metrics)
             return
-        evaluate = self.evaluation is not None and self.step == self.spec.train.steps
+        last = self.step >= self.spec.train.steps
+        evaluate = self.evaluation is not None and last
         with tempfile.TemporaryDirectory(prefix="ncsearch-ckpt-") as folder:
             if evaluate:  # every worker scores the final model first; its results go into this checkpoint
                 metrics = {**metrics, **self._evaluate(Path(folder))}
@@ -422,7 +423,6 @@ class TrainingRecipe:
                 # The final checkpoint resumes nothing but evaluation (a restart after it only re-reports),
                 # so it leaves out AdamW's two moments: twice the model's size, written and then copied
                 # into the run's storage by `report` in every trial.
-                last = self.step >= self.spec.train.steps
                 state = TrainState(
                     step=self.step,
                     optimizer={} if last else self.optimizer.state_dict(),
