@@ -1,8 +1,10 @@
 """Tensors computed once per machine from a model and fixed data, then read from the cache.
 
 Some baselines start every trial with the same expensive pass over the *original* model: ASE's EWC
-Fisher (about a minute of one core on MiniLM-L6, the same for every trial of a search) and
-Fisher-low-rank's neutralisation masks (about 10 s, the same for every configuration at one seed).
+Fisher (about a minute of one core on MiniLM-L6, the same for every trial of a search),
+Fisher-low-rank's neutralisation masks (about 10 s, the same for every configuration at one seed) and
+ADEPT's step-0 prototypes (30-70 s; the same for every trial with `tuning: full`, for every
+configuration at one seed behind a fresh prefix).
 `cached_tensors` computes such a result on first use and stores it under
 `<cache>/<kind>/<key digest>.safetensors`; later trials read it.
 

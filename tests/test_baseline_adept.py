@@ -270,6 +270,40 @@ def test_prototypes_are_the_mean_word_representation_of_each_attribute(tiny_mlm,
     assert [len(a) for a in shared.attributes] == [4, 4]  # he, him, king, he / she, she, queen, she
 
 
+def test_step_0_prototypes_are_computed_once_per_model_and_examples_then_read_from_the_cache(
+        tiny_mlm, data_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("NCSEARCH_CACHE_DIR", str(tmp_path / "cache"))
+    computed = []
+    real = ADEPT._local_sums
+    monkeypatch.setattr(ADEPT, "_local_sums", lambda self, *a, **k: computed.append(1) or real(self, *a, **k))
+    model, tok = tiny_mlm
+    original = copy.deepcopy(model)
+
+    def entries():
+        return list((tmp_path / "cache" / "adept_prototype_sums").glob("*.safetensors"))
+
+    first, prepared = _prepared((model, tok), data_root, tuning="full")  # "full": step 0 is the original model
+    prepared.eval()
+    _step(first, prepared, 0)
+    assert len(computed) == 1 and len(entries()) == 1
+    torch.testing.assert_close(first._prototypes, first._mean_of_sums(real(first, prepared, 64)), rtol=0, atol=0)
+    again, fresh = _prepared((copy.deepcopy(original), tok), data_root, tuning="full")  # the next trial
+    fresh.eval()
+    _step(again, fresh, 0)
+    assert len(computed) == 1  # the next trial read the cache (the check above called the pass directly)
+    torch.testing.assert_close(again._prototypes, first._prototypes, rtol=0, atol=0)
+    _step(again, fresh, 1)  # epoch 1 (4 examples per attribute, batch 4): trained weights, computed, not stored
+    assert len(computed) == 2 and len(entries()) == 1
+    other, moved = _prepared((copy.deepcopy(original), tok), data_root, tuning="full")
+    with torch.no_grad():
+        for p in moved.parameters():
+            p.add_(0.01)
+    moved.eval()
+    _step(other, moved, 0)  # other weights: their own entry
+    assert len(computed) == 3 and len(entries()) == 2
+    assert not torch.allclose(other._prototypes, first._prototypes)
+
+
 def test_resume_from_trainable_state_repeats_the_step(tiny_mlm, data_root):
     model, tok = tiny_mlm
     original = copy.deepcopy(model)
