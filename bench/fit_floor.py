@@ -47,6 +47,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--concurrent", type=int, default=2)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--json", default=None, help="also write the means per trainer to this JSON file")
     return parser.parse_args(argv)
 
 
@@ -118,13 +119,17 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"floor trials failed: {[str(r.error) for r in results if r.error]}")
     print(f"machine: {os.cpu_count()} CPUs; {args.trials} trials of each trainer, {args.concurrent} at a time; "
           f"model {model_path}")
+    means: dict[str, dict[str, float]] = {}
     for trainer, what in TRAINERS.items():
         mine = [row for row in rows if row["trainer"] == trainer]
         print(f"\n{what}\n{'part (s per trial)':24s}{'mean':>8s}{'min':>8s}{'max':>8s}")
         for key, label in (("start_s", "worker-group start"), ("load_s", "model load"), ("teardown_s", "teardown"),
                            (None, "total")):
             values = [row[key] if key else row["start_s"] + row["load_s"] + row["teardown_s"] for row in mine]
+            means.setdefault(trainer, {})[key or "total_s"] = statistics.fmean(values)
             print(f"{label:24s}{statistics.fmean(values):8.2f}{min(values):8.2f}{max(values):8.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(means, indent=2), encoding="utf-8")
     return 0
 
 

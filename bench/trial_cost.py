@@ -25,6 +25,7 @@ per trial for each phase, and the ratio baseline / this commit (above 1: this co
 
     .venv/bin/python bench/trial_cost.py                       # d2dc018 vs HEAD, 4 trials, 2 at a time
     .venv/bin/python bench/trial_cost.py --trials 2 --concurrent 1 --steps 20   # quick look
+    .venv/bin/python bench/trial_cost.py --only candidate --floor   # fixed costs beside bench/fit_floor.py's floor
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", choices=("baseline", "candidate"), default=None, help="run one side only")
     parser.add_argument("--keep", default=None, help="keep the runs and traces in this folder")
     parser.add_argument("--json", default=None, help="also write the table to this JSON file")
+    parser.add_argument("--floor", action="store_true",
+                        help="also run bench/fit_floor.py (same trials and concurrency) and print the candidate's "
+                             "fixed costs beside that floor")
     return parser.parse_args(argv)
 
 
@@ -259,6 +263,22 @@ def precision_rows(spaces: dict[str, dict], rows: dict[str, dict[str, float]], c
     return out
 
 
+def run_floor(args: argparse.Namespace, work: Path) -> dict[str, float]:
+    """bench/fit_floor.py's lean-trainer floor (seconds per trial) at this run's trials and
+    concurrency: what a Tune trial launching a TorchTrainer pays before any of ncsearch's code runs."""
+    out = work / "floor.json"
+    command = [sys.executable, str(Path(__file__).resolve().parent / "fit_floor.py"), "--trials", str(args.trials),
+               "--concurrent", str(args.concurrent), "--json", str(out)]
+    if args.data_dir:
+        command += ["--data-dir", args.data_dir]
+    print(f"[trial_cost] floor: {' '.join(command[1:])} ...", flush=True)
+    with open(work / "floor.log", "w", encoding="utf-8") as log:
+        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
+    lean = json.loads(out.read_text(encoding="utf-8"))["lean"]
+    return {"floor.worker_group_start": lean["start_s"], "floor.model_load": lean["load_s"],
+            "floor.teardown": lean["teardown_s"], "floor.total": lean["total_s"]}
+
+
 def show(rows: dict[str, dict[str, float]], baseline: str) -> None:
     names = list(rows)
     keys = list(dict.fromkeys(k for row in rows.values() for k in row))
@@ -314,6 +334,11 @@ def main(argv: list[str] | None = None) -> int:
               f"non-pad tokens a step), precision {space['train'].get('precision', 'fp32')}, suite "
               f"{space['eval']['benchmarks']} limits {space['eval'].get('limits')} options {space['eval'].get('options')}",
               flush=True)
+    if args.floor:
+        floor = run_floor(args, work)
+        last = list(rows)[-1]
+        rows[last].update(floor)
+        rows[last]["fixed.total / floor.total"] = rows[last]["fixed.total"] / floor["floor.total"]
     print(f"machine: {os.cpu_count()} CPUs")
     show(rows, commits.get("baseline", ""))
     checkpoints = sorted(folders[list(rows)[-1]].glob("runs/**/checkpoint_*/model"))
