@@ -260,6 +260,9 @@ def run_search(
     from ncsearch.tracking import SearchTracker
 
     layout.root.mkdir(parents=True, exist_ok=True)
+    from ncsearch.models import remember_verified
+
+    remember_verified(model_path, trust_remote_code=spec.trust_remote_code)  # every check passed
     _say_takeover(lock.acquire(), echo)  # held until this process ends
     if not resume:
         layout.spec_file.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))

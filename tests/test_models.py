@@ -50,6 +50,39 @@ def test_load_local_checkpoint_round_trips(tiny_mlm, tmp_path):
     assert ensure_model(str(tmp_path)) == str(tmp_path.resolve())
 
 
+def test_a_verified_folder_is_not_loaded_again_until_it_changes(tiny_mlm, tmp_path, monkeypatch):
+    import os
+
+    import ncsearch.models as models
+
+    monkeypatch.setenv("NCSEARCH_CACHE_DIR", str(tmp_path / "cache"))
+    loads = []
+    real = models._load_checkpoint
+    monkeypatch.setattr(models, "_load_checkpoint", lambda *a, **k: loads.append(1) or real(*a, **k))
+    model, tokenizer = tiny_mlm
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+    models.verify_mlm(str(folder))
+    models.verify_mlm(str(folder))  # not recorded (the command stopped on later bad input): loaded again
+    assert len(loads) == 2 and not (tmp_path / "cache").exists()
+    models.remember_verified(str(folder))  # the command passed every check
+    models.verify_mlm(str(folder))  # the next `ncsearch run`
+    assert len(loads) == 2 and len(list((tmp_path / "cache" / "verified").iterdir())) == 1
+    models.verify_mlm(str(folder), trust_remote_code=True)  # another setting: its own check
+    assert len(loads) == 3
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated after it passed
+    with pytest.raises(ModelError):
+        models.verify_mlm(str(folder))
+    assert len(loads) == 4
+    model.save_pretrained(folder)  # repaired: the same files again, with other times
+    os.utime(weights, ns=(1, 1))
+    models.verify_mlm(str(folder))
+    assert len(loads) == 5
+
+
 @pytest.mark.parametrize("name", ["no-such-model-zz9", "nobody-zz9/no-such-model"])
 def test_unknown_name_is_a_one_line_model_error(name):
     with pytest.raises(ModelError) as err:

@@ -60,6 +60,9 @@ def main(args: argparse.Namespace) -> int:
     verify_mlm(model_path, shown=spec.model, trust_remote_code=spec.trust_remote_code)
     preflight_baselines(spec, data_root, model_path)  # missing data, unusable model: before anything is written
     _claim_out_dir(out, spec)
+    from ncsearch.models import remember_verified
+
+    remember_verified(model_path, trust_remote_code=spec.trust_remote_code)  # every check passed
     print(f"ncsearch train: model {spec.model}, baseline {spec.baseline}, nc3.alpha {spec.nc3.alpha:g}, "
           f"{spec.train.steps} steps x {spec.train.batch_size} sequences on {spec.resources.workers_per_trial} worker(s)",
           flush=True)
