@@ -58,54 +58,58 @@ def load_mlm(name_or_path: str | os.PathLike[str], *, data_root: Path | None = N
     return _load_checkpoint(path, shown=os.fspath(name_or_path), trust_remote_code=trust_remote_code)
 
 
-def verify_mlm(path: str, *, shown: str | None = None, trust_remote_code: bool = False) -> None:
+def verify_mlm(path: str, *, shown: str | None = None, trust_remote_code: bool = False) -> Path | None:
     """Load the checkpoint `ensure_model` returned once and let it go: a model without an MLM head,
     unreadable weights or a model type with no masked-LM class fail here in one line (ModelError),
     before a search or training run writes anything, instead of in every trial.
 
-    A folder that `remember_verified` recorded is not loaded again while it is unchanged: the stamp
-    in the cache (`verified/`) is keyed by its files (names, sizes, modification times), the
-    `trust_remote_code` setting and the transformers and torch versions. The load costs every
-    `ncsearch run` about 3-5 s (most of it importing the model's transformers module), on the
-    command's critical path before Ray starts."""
+    A folder whose success was recorded (`remember_verified`) is not loaded again while it is
+    unchanged: the stamp in the cache (`verified/`) is keyed by its files (names, sizes, modification
+    times), the `trust_remote_code` setting and the transformers and torch versions. The load costs
+    every `ncsearch run` about 3-5 s (most of it importing the model's transformers module), on the
+    command's critical path before Ray starts.
+
+    Returns the stamp of the folder as it was checked (None where it cannot be described), for the
+    command to record once all its checks have passed."""
     stamp = _verified_stamp(path, trust_remote_code=trust_remote_code)
     if stamp is not None and stamp.is_file():
-        return
+        return stamp
     model, _ = _load_checkpoint(path, shown=shown or path, trust_remote_code=trust_remote_code)
     del model
+    return stamp
 
 
-def remember_verified(path: str, *, trust_remote_code: bool = False) -> None:
-    """Record that `verify_mlm` passed for this folder as it is now. Called by a command once every
-    check has passed and it starts writing (bad input writes nothing, not even this stamp)."""
-    stamp = _verified_stamp(path, trust_remote_code=trust_remote_code)
+def remember_verified(stamp: Path | None) -> None:
+    """Record the success `verify_mlm` returned as `stamp`. Called by a command once every check has
+    passed and it starts writing (bad input writes nothing, not even this stamp)."""
     if stamp is None or stamp.is_file():
         return
     from ncsearch._atomic import atomic_write
 
     try:
-        atomic_write(stamp, f"{Path(path).resolve()}\n")
+        atomic_write(stamp, "")
     except OSError:  # a read-only cache: the next run loads it again
         pass
 
 
 def _verified_stamp(path: str, *, trust_remote_code: bool) -> Path | None:
-    """Where `verify_mlm`'s success for this folder as it is now would be recorded; None when the
-    folder cannot be described (then it is always loaded)."""
+    """Where `verify_mlm`'s success for this folder as it is now is recorded; None when the folder
+    cannot be described (then it is always loaded)."""
     from importlib.metadata import PackageNotFoundError, version
 
     folder = Path(path)
     try:
-        files = sorted(
-            (str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns)
-            for f in folder.rglob("*") if f.is_file()
-        )
+        files = []
+        for file in folder.rglob("*"):
+            if file.is_file():
+                stat = file.stat()
+                files.append((str(file.relative_to(folder)), stat.st_size, stat.st_mtime_ns))
         libraries = [version("transformers"), version("torch")]
     except (OSError, PackageNotFoundError):
         return None
     if not files:
         return None
-    key = json.dumps({"folder": str(folder.resolve()), "files": files, "trust_remote_code": trust_remote_code,
+    key = json.dumps({"folder": str(folder.resolve()), "files": sorted(files), "trust_remote_code": trust_remote_code,
                       "libraries": libraries})
     return cache_dir(create=False) / "verified" / hashlib.sha256(key.encode()).hexdigest()[:24]  # made on success
 

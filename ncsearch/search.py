@@ -243,9 +243,9 @@ def run_search(
                      domains=spec.eval.domain_filter())
     t0 = time.perf_counter()
     model_path = ensure_model(spec.model, data_root=data_root, trust_remote_code=spec.trust_remote_code)
-    from ncsearch.models import verify_mlm
+    from ncsearch.models import remember_verified, verify_mlm
 
-    verify_mlm(model_path, shown=spec.model, trust_remote_code=spec.trust_remote_code)  # not in every trial
+    verified = verify_mlm(model_path, shown=spec.model, trust_remote_code=spec.trust_remote_code)  # not in every trial
     echo(f"model: {spec.model} -> {model_path} ({time.perf_counter() - t0:.0f}s)")
     from ncsearch.evaluate.perplexity import prepare_reference
 
@@ -260,9 +260,7 @@ def run_search(
     from ncsearch.tracking import SearchTracker
 
     layout.root.mkdir(parents=True, exist_ok=True)
-    from ncsearch.models import remember_verified
-
-    remember_verified(model_path, trust_remote_code=spec.trust_remote_code)  # every check passed
+    remember_verified(verified)  # every check passed
     _say_takeover(lock.acquire(), echo)  # held until this process ends
     if not resume:
         layout.spec_file.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))

@@ -64,10 +64,10 @@ def test_a_verified_folder_is_not_loaded_again_until_it_changes(tiny_mlm, tmp_pa
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 
-    models.verify_mlm(str(folder))
+    stamp = models.verify_mlm(str(folder))
     models.verify_mlm(str(folder))  # not recorded (the command stopped on later bad input): loaded again
     assert len(loads) == 2 and not (tmp_path / "cache").exists()
-    models.remember_verified(str(folder))  # the command passed every check
+    models.remember_verified(stamp)  # the command passed every check
     models.verify_mlm(str(folder))  # the next `ncsearch run`
     assert len(loads) == 2 and len(list((tmp_path / "cache" / "verified").iterdir())) == 1
     models.verify_mlm(str(folder), trust_remote_code=True)  # another setting: its own check

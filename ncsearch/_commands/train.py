@@ -54,15 +54,13 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out or Path(spec.storage) / f"{spec.name}-train").expanduser().resolve()
 
     from ncsearch.debias import preflight_baselines
-    from ncsearch.models import ensure_model, verify_mlm
+    from ncsearch.models import ensure_model, remember_verified, verify_mlm
 
     model_path = ensure_model(spec.model, data_root=data_root, trust_remote_code=spec.trust_remote_code)
-    verify_mlm(model_path, shown=spec.model, trust_remote_code=spec.trust_remote_code)
+    verified = verify_mlm(model_path, shown=spec.model, trust_remote_code=spec.trust_remote_code)
     preflight_baselines(spec, data_root, model_path)  # missing data, unusable model: before anything is written
     _claim_out_dir(out, spec)
-    from ncsearch.models import remember_verified
-
-    remember_verified(model_path, trust_remote_code=spec.trust_remote_code)  # every check passed
+    remember_verified(verified)  # every check passed
     print(f"ncsearch train: model {spec.model}, baseline {spec.baseline}, nc3.alpha {spec.nc3.alpha:g}, "
           f"{spec.train.steps} steps x {spec.train.batch_size} sequences on {spec.resources.workers_per_trial} worker(s)",
           flush=True)
