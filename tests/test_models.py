@@ -53,7 +53,7 @@ def test_load_local_checkpoint_round_trips(tiny_mlm, tmp_path):
 def test_a_verified_folder_is_not_loaded_again_until_it_changes(tiny_mlm, tmp_path, monkeypatch):
     import os
 
-    import ncsearch.models as models
+    from ncsearch import models
 
     monkeypatch.setenv("NCSEARCH_CACHE_DIR", str(tmp_path / "cache"))
     loads = []
