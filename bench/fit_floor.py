@@ -74,12 +74,11 @@ def floor_trial(config: dict) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from ncsearch.training._lean_trainer import lean_trainer_class
+    from ncsearch.training._lean_trainer import lean_trainer
 
     storage = Path(config["storage"]) / tune.get_context().get_trial_id()
     times = storage / "times.json"
-    trainer_class = lean_trainer_class() if config["trainer"] == "lean" else TorchTrainer
-    trainer = trainer_class(
+    trainer = (lean_trainer if config["trainer"] == "lean" else TorchTrainer)(
         floor_loop,
         train_loop_config={"model_path": config["model_path"], "times": str(times)},
         scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1.0}),

@@ -8,6 +8,7 @@ reasons), not model quality.
 from __future__ import annotations
 
 import copy
+import importlib
 import math
 import os
 from typing import Any
@@ -297,7 +298,66 @@ def test_the_lean_trainer_keeps_the_placement_group_cleaner_where_it_can_work(ra
     default = kinds(TorchTrainer)
     assert DatasetsCallback.__name__ in default and PlacementGroupCleanerCallback.__name__ in default
     without_data = [name for name in default if name != DatasetsCallback.__name__]
-    lean = _lean_trainer.lean_trainer_class()
-    assert kinds(lean) == [name for name in without_data if name != PlacementGroupCleanerCallback.__name__]
-    monkeypatch.setattr(_lean_trainer, "state_api_reachable", lambda: True)  # a cluster with the dashboard
-    assert kinds(lean) == without_data
+    for lean in (_lean_trainer.lean_trainer_class(), _lean_trainer.lean_single_worker_trainer_class()):
+        monkeypatch.setattr(_lean_trainer, "state_api_reachable", lambda: False)  # a local instance
+        assert kinds(lean) == [name for name in without_data if name != PlacementGroupCleanerCallback.__name__]
+        monkeypatch.setattr(_lean_trainer, "state_api_reachable", lambda: True)  # a cluster with the dashboard
+        assert kinds(lean) == without_data
+
+
+def test_the_controller_of_a_one_cpu_worker_run_never_imports_torch(ray_session, model_path, data_root, tmp_path):
+    """training/_lean_trainer.py: the controller unpickles the backend config and the run's callbacks
+    (here `MetricsLog`, from the same package as a search's `TrialReport`) and relays every report,
+    without torch; and the search's callback module itself imports no torch."""
+    import subprocess
+    import sys
+
+    from ray.train import UserCallback
+
+    from ncsearch.train import fit_trial
+    from ncsearch.training import metrics_log
+
+    seen = tmp_path / "controller_modules.txt"
+
+    class ControllerModules(UserCallback):  # defined here: pickled by value, so it imports nothing itself
+        def after_report(self, run_context, metrics, checkpoint) -> None:
+            with open(seen, "a", encoding="utf-8") as handle:
+                handle.write(f"{'torch' in sys.modules} {'ncsearch.training._callbacks' in sys.modules}\n")
+
+    fit_trial(make_spec(), data_root=data_root, storage_path=tmp_path / "runs", name="no-torch", model_path=model_path,
+              callbacks=[metrics_log(tmp_path / "log.jsonl"), ControllerModules()])
+    lines = seen.read_text().splitlines()
+    assert lines and set(lines) == {"False True"}, lines
+
+    probe = ("import os, sys; os.environ['RAY_TRAIN_V2_ENABLED'] = '1'; import ncsearch.training._tune_report; "
+             "print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_the_training_package_exports_every_name_it_lists_lazily():
+    import ncsearch.training as training
+
+    assert sorted(training.__all__) == sorted(training._SOURCES)
+    for name in training.__all__:
+        assert getattr(training, name) is getattr(importlib.import_module(f"ncsearch.training.{training._SOURCES[name]}"), name)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        training.no_such_name  # noqa: B018
+
+
+def test_only_a_run_on_one_cpu_worker_goes_without_the_torch_backend(ray_session):
+    """training/_lean_trainer.py: the torch backend (process group, GPU device) stays wherever a run
+    has two workers or a GPU."""
+    from ray.train import BackendConfig
+    from ray.train.torch import TorchConfig
+
+    from ncsearch.train import build_trainer
+
+    def backend(**values) -> BackendConfig:
+        spec = make_spec(**values)
+        return build_trainer(spec, data_root=".", storage_path="/tmp/unused", name="x", model_path="m").backend_config
+
+    assert type(backend()) is BackendConfig
+    two = backend(**{"resources.workers_per_trial": 2})
+    assert isinstance(two, TorchConfig) and two.backend == "gloo"
+    gpu = backend(**{"resources.gpus_per_worker": 1})
+    assert isinstance(gpu, TorchConfig) and gpu.backend == "nccl"

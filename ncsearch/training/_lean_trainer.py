@@ -1,4 +1,4 @@
-"""A TorchTrainer without the helper processes a trial does not use.
+"""A trial's Ray Train V2 trainer, without the helper processes and imports a trial does not use.
 
 Ray Train V2 starts, for every `fit()`, a controller and the workers, and also:
 
@@ -19,6 +19,18 @@ Ray's own setting on a local instance (`ncsearch.search.set_train_env`). On the 
 bare trials starting at once took 12.1-12.6 s from `fit()` to the training loop and back with all
 three helpers, and 7.6-8.8 s without; bench/trial_cost.py measures it inside a real search.
 
+**One CPU worker runs without Ray's torch backend.** `TorchConfig` sets up a torch.distributed
+process group and, on a GPU, selects the worker's device. A run on one CPU worker needs neither:
+every collective in ncsearch is skipped at world size 1 (`_recipe.py`, `collapse/_regularizer.py`,
+`evaluate/_shard.py`, the baselines), and `ray.train.torch.prepare_model` does not wrap a single
+worker's model. But the controller unpickles the backend config, and `ray.train.torch.config`
+imports torch at its top: 1.2-1.4 s of the controller's start, before it starts the worker. So a
+run on one CPU worker uses Ray Train V2's `DataParallelTrainer` with the default, empty
+`BackendConfig`, whose controller never imports torch (nor do the run's callbacks: the
+`ncsearch.training` package loads its modules lazily); every other run keeps `TorchTrainer`. The
+arithmetic of the training step is the same (a one-member all-reduce changes no value);
+tests/test_baseline_contract.py compares two DDP workers (TorchTrainer) with one (this trainer).
+
 The callbacks are found by their class, from Ray's private modules: if a Ray release moves them,
 the plain TorchTrainer is used, and tests/test_train.py's lean-trainer tests fail, so the loss is
 noticed.
@@ -30,7 +42,13 @@ import functools
 import logging
 from typing import Any
 
-__all__ = ["lean_trainer_class", "state_api_reachable"]
+__all__ = [
+    "lean_single_worker_trainer_class",
+    "lean_trainer",
+    "lean_trainer_class",
+    "needs_torch_backend",
+    "state_api_reachable",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +71,56 @@ def state_api_reachable(timeout_s: float = 2.0) -> bool:
         return False
 
 
+def needs_torch_backend(scaling_config: Any) -> bool:
+    """Whether a run needs Ray's torch backend (`TorchConfig`): a process group to join, or a GPU to
+    select. One CPU worker needs neither (see the module docstring)."""
+    return scaling_config.num_workers > 1 or bool(scaling_config.use_gpu)
+
+
+def lean_trainer(train_loop_per_worker: Any, *, scaling_config: Any, **kwargs: Any) -> Any:
+    """The trainer of one run (not started): `lean_trainer_class()` where `needs_torch_backend`,
+    else `lean_single_worker_trainer_class()`. `kwargs` are the trainers' shared keyword arguments
+    (`train_loop_config`, `run_config`)."""
+    trainer_class = lean_trainer_class() if needs_torch_backend(scaling_config) else lean_single_worker_trainer_class()
+    return trainer_class(train_loop_per_worker, scaling_config=scaling_config, **kwargs)
+
+
+def _unused_helpers() -> tuple[type, type] | None:
+    """The default callback classes to drop (see the module docstring), or None when a Ray release
+    moved them."""
+    try:
+        from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+        from ray.train.v2._internal.callbacks.placement_group_callback import (
+            PlacementGroupCleanerCallback,
+        )
+    except ImportError as err:  # a Ray release that moved them: keep Ray's defaults
+        logger.warning("Ray Train's default callbacks moved (%s); every trial starts Ray's helper actors", err)
+        return None
+    return DatasetsCallback, PlacementGroupCleanerCallback
+
+
+def _lean(trainer_class: type) -> type:
+    """`trainer_class` whose fit() starts no DatasetManager (and, without a dashboard, no
+    PlacementGroupCleaner) actor; `trainer_class` itself when `_unused_helpers` found nothing."""
+    helpers = _unused_helpers()
+    if helpers is None:
+        return trainer_class
+    datasets_callback, cleaner_callback = helpers
+
+    def _create_default_callbacks(self: Any) -> list[Any]:
+        unused: tuple[type, ...] = () if state_api_reachable() else (cleaner_callback,)
+        if not self.datasets:  # ncsearch passes no Ray datasets; if it ever does, Ray's data plumbing stays
+            unused = (*unused, datasets_callback)
+        defaults = super(lean_class, self)._create_default_callbacks()
+        return [callback for callback in defaults if not isinstance(callback, unused)]
+
+    lean_class = type(f"Lean{trainer_class.__name__}", (trainer_class,), {
+        "_create_default_callbacks": _create_default_callbacks,
+        "__doc__": f"{trainer_class.__name__} less the helper actors a trial does not use (training/_lean_trainer.py).",
+    })
+    return lean_class
+
+
 @functools.cache
 def lean_trainer_class() -> Any:
     """`TorchTrainer`, less the `DatasetsCallback` and, where `state_api_reachable()` is false when
@@ -60,21 +128,14 @@ def lean_trainer_class() -> Any:
     asked at `fit()`, not when the trainer is built: building one needs no Ray connection."""
     from ray.train.torch import TorchTrainer
 
-    try:
-        from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
-        from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
-    except ImportError as err:  # a Ray release that moved them: keep Ray's defaults
-        logger.warning("Ray Train's default callbacks moved (%s); every trial starts Ray's helper actors", err)
-        return TorchTrainer
+    return _lean(TorchTrainer)
 
-    class LeanTorchTrainer(TorchTrainer):
-        """TorchTrainer whose fit() starts no DatasetManager (and, without a dashboard, no
-        PlacementGroupCleaner) actor."""
 
-        def _create_default_callbacks(self) -> list[Any]:
-            unused: tuple[type, ...] = () if state_api_reachable() else (PlacementGroupCleanerCallback,)
-            if not self.datasets:  # ncsearch passes no Ray datasets; if it ever does, Ray's data plumbing stays
-                unused = (*unused, DatasetsCallback)
-            return [callback for callback in super()._create_default_callbacks() if not isinstance(callback, unused)]
+@functools.cache
+def lean_single_worker_trainer_class() -> Any:
+    """Ray Train V2's `DataParallelTrainer` with its default, empty `BackendConfig`, made lean as
+    `lean_trainer_class`: the trainer of a run on one CPU worker, whose controller never imports
+    torch (see the module docstring)."""
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-    return LeanTorchTrainer
+    return _lean(DataParallelTrainer)

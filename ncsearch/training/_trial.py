@@ -99,11 +99,12 @@ def build_trainer(
     num_to_keep: int = 2,
     extra_config: dict[str, Any] | None = None,
 ) -> Any:
-    """The TorchTrainer of one trial (not started). `extra_config` is merged into the worker config."""
+    """The trainer of one trial (not started; training/_lean_trainer.py: a TorchTrainer, or for one CPU
+    worker a DataParallelTrainer without the torch backend). `extra_config` is merged into the worker config."""
     enable_train_v2()
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
-    from ncsearch.training._lean_trainer import lean_trainer_class
+    from ncsearch.training._lean_trainer import lean_trainer
     from ncsearch.training._recipe import train_loop_per_worker
 
     resources = spec.resources
@@ -112,7 +113,7 @@ def build_trainer(
         per_worker["GPU"] = float(resources.gpus_per_worker)
     config = {"spec": spec.to_dict(), "data_root": str(data_root), "model_path": str(model_path)}
     config.update(extra_config or {})
-    return lean_trainer_class()(
+    return lean_trainer(
         train_loop_per_worker,
         train_loop_config=config,
         scaling_config=ScalingConfig(
