@@ -11,7 +11,7 @@ timed and how), so old and new code are timed by the same instrumentation. The t
 per trial for each phase, and the ratio baseline / this commit (above 1: this commit is faster):
 
 - search: Ray start, the search's wall time, trials per hour;
-- fixed costs: worker-group start (TorchTrainer.fit until the worker's loop runs), worker setup
+- fixed costs: worker-group start (the trainer's fit() until the worker's loop runs), worker setup
   (model load, corpus, vocabulary, DDP wrap), checkpoint write and report, checkpoint read for
   evaluation, worker-group teardown;
 - training: data, forward, NC3, backward, optimizer, other (Python between them, report windows);

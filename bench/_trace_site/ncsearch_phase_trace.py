@@ -9,7 +9,7 @@ commit bench/trial_cost.py compares, so the same instrumentation times old and n
 | label | what is timed |
 |---|---|
 | ray.init | `ray.init` in the CLI process |
-| train.fit (span) | `TorchTrainer.fit`: worker-group start, training, teardown |
+| train.fit (span) | `DataParallelTrainer.fit` (Train V2; TorchTrainer's too): worker-group start, training, teardown |
 | loop (span) | `train_loop_per_worker` on a worker |
 | model.load / checkpoint.read | `ncsearch.models.load_mlm` (a path under a checkpoint folder is a read) |
 | train.data | `MLMBatches.batch` |
@@ -185,14 +185,16 @@ def _patch_collapse(module: Any) -> None:
 
 
 def _patch_trainer(module: Any) -> None:
-    trainer = getattr(module, "TorchTrainer", None)
+    # The base class of Train V2's TorchTrainer, and itself the trainer of a one-CPU-worker run since
+    # 6474b5a (training/_lean_trainer.py): neither overrides fit(), so every commit is timed here.
+    trainer = getattr(module, "DataParallelTrainer", None)
     if trainer is not None:
         _wrap(trainer, "fit", "train.fit", span=True, key=_run_name)
 
 
 _PATCHES: dict[str, Callable[[Any], None]] = {
     "ray": lambda m: _wrap(m, "init", "ray.init", span=True),
-    "ray.train.torch": _patch_trainer,
+    "ray.train.v2.api.data_parallel_trainer": _patch_trainer,
     "ncsearch.training._data": lambda m: _wrap(m.MLMBatches, "batch", "train.data"),
     "ncsearch.heads": lambda m: _wrap(m.SparseMLM, "forward", "train.forward"),
     "ncsearch.collapse": _patch_collapse,
