@@ -1,16 +1,18 @@
-"""The least a trial's fixed costs can be on this machine: Ray Tune trials that each launch a TorchTrainer
+"""The least a trial's fixed costs can be on this machine: Ray Tune trials that each launch a Train run
 whose loop only loads the model, timed beside ncsearch's own fixed costs (bench/trial_cost.py).
 
 Issue 13 asks for per-trial fixed costs (worker-group start, model load, checkpoint write and read) of
 at most 10% of a trial. Most of what ncsearch pays there is paid by any Ray Train V2 run launched from
-a Tune trial: `fit()` starts a controller process and then a worker process (each imports Ray Train
-and torch before it can do anything; Ray Train asks Ray for a runtime environment per process, so
+a Tune trial: `fit()` starts a controller process and then a worker process (each imports Ray Train,
+and the worker torch, before it can do anything; Ray Train asks Ray for a runtime environment per process, so
 each is started through Ray's setup_worker.py first), plus the Tune report queue and Train's
 synchronization actor beside them; the worker then imports transformers to build the model. This
 bench measures exactly that and nothing of ncsearch's: a Tune function trainable (0 CPUs, reused
-between trials, as ncsearch's trial driver) launching a `TorchTrainer` (Ray's own, and ncsearch's lean one that leaves out
-the helper processes a trial does not use) with Ray's own `TuneReportCallback`, one worker of one CPU, whose loop calls `AutoModelForMaskedLM.from_pretrained`
-on the same model and reports once. Ray is started by ncsearch's own `ray.init` settings.
+between trials, as ncsearch's trial driver) launching a trainer with Ray's own `TuneReportCallback`,
+one worker of one CPU, whose loop calls `AutoModelForMaskedLM.from_pretrained` on the same model and
+reports once. Two trainers are measured: Ray's own `TorchTrainer`, and ncsearch's lean one
+(`training/_lean_trainer.lean_trainer`: it leaves out the helper processes a trial does not use and,
+for one CPU worker, the torch backend, so that the controller does not import torch). Ray is started by ncsearch's own `ray.init` settings.
 
 It prints, per trial (mean, min and max over the trials), the three parts bench/trial_cost.py
 reports for ncsearch, measured the same way (wall time in the Tune trial's process and in the worker):
@@ -39,7 +41,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-TRAINERS = {"plain": "Ray's TorchTrainer", "lean": "ncsearch's lean TorchTrainer (training/_lean_trainer.py)"}
+TRAINERS = {"plain": "Ray's TorchTrainer",
+            "lean": "ncsearch's lean trainer (training/_lean_trainer.py; one CPU worker: DataParallelTrainer, no torch backend)"}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

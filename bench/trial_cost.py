@@ -265,7 +265,7 @@ def precision_rows(spaces: dict[str, dict], rows: dict[str, dict[str, float]], c
 
 def run_floor(args: argparse.Namespace, work: Path) -> dict[str, float]:
     """bench/fit_floor.py's lean-trainer floor (seconds per trial) at this run's trials and
-    concurrency: what a Tune trial launching a TorchTrainer pays before any of ncsearch's code runs."""
+    concurrency: what a Tune trial launching a Train run pays before any of ncsearch's code runs."""
     out = work / "floor.json"
     command = [sys.executable, str(Path(__file__).resolve().parent / "fit_floor.py"), "--trials", str(args.trials),
                "--concurrent", str(args.concurrent), "--json", str(out)]
