@@ -252,15 +252,24 @@ def test_precision_is_auto_fp32_or_bf16():
         make_spec(**{"train.precision": "fp8"})
 
 
-def test_a_trial_starts_no_ray_train_helper_actors_it_does_not_use(fit, monkeypatch):
+def test_a_trial_starts_no_ray_train_helper_actors_and_no_torch_it_does_not_use(
+        ray_session, model_path, data_root, tmp_path, monkeypatch):
     """The lean trainer (training/_lean_trainer.py) and set_train_env: a run on a local Ray instance,
     which has no dashboard, starts its controller, worker and synchronization actor, and not the
-    DatasetManager, PlacementGroupCleaner and PreemptionWatcher processes Ray Train V2 adds."""
+    DatasetManager, PlacementGroupCleaner and PreemptionWatcher processes Ray Train V2 adds. On one
+    CPU worker its controller never imports torch: it unpickles the backend config and the run's
+    callbacks (here `MetricsLog`, from the same package as a search's `TrialReport`) and relays every
+    report without it; and the search's callback module itself imports no torch."""
+    import subprocess
+    import sys
     from collections import Counter
 
     import ray
+    from ray.train import UserCallback
 
     from ncsearch.search import set_train_env
+    from ncsearch.train import fit_trial
+    from ncsearch.training import metrics_log
     from ncsearch.training._lean_trainer import state_api_reachable
 
     for key in ("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"):
@@ -274,13 +283,27 @@ def test_a_trial_starts_no_ray_train_helper_actors_it_does_not_use(fit, monkeypa
     def classes() -> Counter:
         return Counter(actor["ActorClassName"] for actor in ray._private.state.actors().values())
 
+    seen = tmp_path / "controller_modules.txt"
+
+    class ControllerModules(UserCallback):  # defined here: pickled by value, so it imports nothing itself
+        def after_report(self, run_context, metrics, checkpoint) -> None:
+            with open(seen, "a", encoding="utf-8") as handle:
+                handle.write(f"{'torch' in sys.modules} {'ncsearch.training._callbacks' in sys.modules}\n")
+
     before = classes()
-    fit(make_spec(), name="lean")
+    fit_trial(make_spec(), data_root=data_root, storage_path=tmp_path / "runs", name="lean", model_path=model_path,
+              callbacks=[metrics_log(tmp_path / "log.jsonl"), ControllerModules()])
     started = classes() - before
     assert started["TrainController"] == 1 and started["RayTrainWorker"] == 1, started
     assert started["SynchronizationActor"] == 1, started
     for unused in ("DatasetManager", "PlacementGroupCleaner", "PreemptionWatcher"):
         assert started[unused] == 0, started
+    lines = seen.read_text().splitlines()
+    assert lines and set(lines) == {"False True"}, lines
+
+    probe = ("import os, sys; os.environ['RAY_TRAIN_V2_ENABLED'] = '1'; import ncsearch.training._tune_report; "
+             "print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
 def test_the_lean_trainer_keeps_the_placement_group_cleaner_where_it_can_work(ray_session, monkeypatch):
@@ -303,35 +326,6 @@ def test_the_lean_trainer_keeps_the_placement_group_cleaner_where_it_can_work(ra
         assert kinds(lean) == [name for name in without_data if name != PlacementGroupCleanerCallback.__name__]
         monkeypatch.setattr(_lean_trainer, "state_api_reachable", lambda: True)  # a cluster with the dashboard
         assert kinds(lean) == without_data
-
-
-def test_the_controller_of_a_one_cpu_worker_run_never_imports_torch(ray_session, model_path, data_root, tmp_path):
-    """training/_lean_trainer.py: the controller unpickles the backend config and the run's callbacks
-    (here `MetricsLog`, from the same package as a search's `TrialReport`) and relays every report,
-    without torch; and the search's callback module itself imports no torch."""
-    import subprocess
-    import sys
-
-    from ray.train import UserCallback
-
-    from ncsearch.train import fit_trial
-    from ncsearch.training import metrics_log
-
-    seen = tmp_path / "controller_modules.txt"
-
-    class ControllerModules(UserCallback):  # defined here: pickled by value, so it imports nothing itself
-        def after_report(self, run_context, metrics, checkpoint) -> None:
-            with open(seen, "a", encoding="utf-8") as handle:
-                handle.write(f"{'torch' in sys.modules} {'ncsearch.training._callbacks' in sys.modules}\n")
-
-    fit_trial(make_spec(), data_root=data_root, storage_path=tmp_path / "runs", name="no-torch", model_path=model_path,
-              callbacks=[metrics_log(tmp_path / "log.jsonl"), ControllerModules()])
-    lines = seen.read_text().splitlines()
-    assert lines and set(lines) == {"False True"}, lines
-
-    probe = ("import os, sys; os.environ['RAY_TRAIN_V2_ENABLED'] = '1'; import ncsearch.training._tune_report; "
-             "print('torch' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
 def test_the_training_package_exports_every_name_it_lists_lazily():
