@@ -329,7 +329,7 @@ def test_the_lean_trainer_keeps_the_placement_group_cleaner_where_it_can_work(ra
 
 
 def test_the_training_package_exports_every_name_it_lists_lazily():
-    import ncsearch.training as training
+    from ncsearch import training
 
     assert sorted(training.__all__) == sorted(training._SOURCES)
     for name in training.__all__:
