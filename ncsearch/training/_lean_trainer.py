@@ -85,9 +85,10 @@ def lean_trainer(train_loop_per_worker: Any, *, scaling_config: Any, **kwargs: A
     return trainer_class(train_loop_per_worker, scaling_config=scaling_config, **kwargs)
 
 
+@functools.cache
 def _unused_helpers() -> tuple[type, type] | None:
-    """The default callback classes to drop (see the module docstring), or None when a Ray release
-    moved them."""
+    """The default callback classes to drop (`DatasetsCallback`, `PlacementGroupCleanerCallback`; see
+    the module docstring), or None when a Ray release moved them."""
     try:
         from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
         from ray.train.v2._internal.callbacks.placement_group_callback import (
@@ -99,26 +100,29 @@ def _unused_helpers() -> tuple[type, type] | None:
     return DatasetsCallback, PlacementGroupCleanerCallback
 
 
-def _lean(trainer_class: type) -> type:
-    """`trainer_class` whose fit() starts no DatasetManager (and, without a dashboard, no
-    PlacementGroupCleaner) actor; `trainer_class` itself when `_unused_helpers` found nothing."""
-    helpers = _unused_helpers()
-    if helpers is None:
-        return trainer_class
-    datasets_callback, cleaner_callback = helpers
+class _WithoutUnusedHelpers:
+    """Mixin for a Train V2 trainer whose fit() starts no DatasetManager (and, without a dashboard,
+    no PlacementGroupCleaner) actor. Used only where `_unused_helpers()` found both classes."""
 
-    def _create_default_callbacks(self: Any) -> list[Any]:
+    datasets: dict[str, Any]
+
+    def _create_default_callbacks(self) -> list[Any]:
+        datasets_callback, cleaner_callback = _unused_helpers()  # type: ignore[misc]
         unused: tuple[type, ...] = () if state_api_reachable() else (cleaner_callback,)
         if not self.datasets:  # ncsearch passes no Ray datasets; if it ever does, Ray's data plumbing stays
             unused = (*unused, datasets_callback)
-        defaults = super(lean_class, self)._create_default_callbacks()
+        defaults = super()._create_default_callbacks()  # type: ignore[misc]
         return [callback for callback in defaults if not isinstance(callback, unused)]
 
-    lean_class = type(f"Lean{trainer_class.__name__}", (trainer_class,), {
-        "_create_default_callbacks": _create_default_callbacks,
+
+def _lean(trainer_class: type) -> type:
+    """`trainer_class` with `_WithoutUnusedHelpers`; `trainer_class` itself when a Ray release moved
+    the helpers' callbacks."""
+    if _unused_helpers() is None:
+        return trainer_class
+    return type(f"Lean{trainer_class.__name__}", (_WithoutUnusedHelpers, trainer_class), {
         "__doc__": f"{trainer_class.__name__} less the helper actors a trial does not use (training/_lean_trainer.py).",
     })
-    return lean_class
 
 
 @functools.cache
