@@ -36,7 +36,7 @@ pytestmark = pytest.mark.skipif(
            "to open the MLflow UI in a real browser",
 )
 ARTIFACTS = Path(os.environ.get("CI_ARTIFACTS_DIR") or REPO / "test-artifacts") / "mlflow-ui"
-ICAT, PPPL = "stereoset/gender/icat", "perplexity/pppl"
+ICAT, PPPL = "stereoset/gender/icat", "perplexity/pppl_sampled"
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ import pytest
 from conftest_search import BIN, REPO, SMOKE, env, free_port, run
 from mlflow import MlflowClient
 
-ICAT, PPPL = "stereoset/gender/icat", "perplexity/pppl"
+ICAT, PPPL = "stereoset/gender/icat", "perplexity/pppl_sampled"
 
 # Polls the cluster from a separate driver until both nodes are alive; prints their ids as JSON.
 _WAIT_FOR_NODES = """

@@ -17,7 +17,7 @@ import pytest
 
 from conftest_search import run
 
-ICAT, PPPL = "stereoset/gender/icat", "perplexity/pppl"
+ICAT, PPPL = "stereoset/gender/icat", "perplexity/pppl_sampled"
 
 
 def _role(smoke, role):

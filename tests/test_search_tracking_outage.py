@@ -141,7 +141,7 @@ def check_complete(client: MlflowClient, run_dir: Path) -> None:
         expected = {k: float(v) for k, v in final.items()
                     if k.startswith(("stereoset/", "perplexity/", "collapse/", "time/"))
                     and isinstance(v, (int, float)) and math.isfinite(v)}
-        assert "stereoset/gender/icat" in expected and "perplexity/pppl" in expected
+        assert "stereoset/gender/icat" in expected and "perplexity/pppl_sampled" in expected
         assert {k: run.data.metrics.get(k) for k in expected} == expected
         assert artifact_files(client, run_id) == local_files(run_dir / "trials" / trial_id / "eval", "eval")
     parent = client.get_run(state["parent_run_id"])
@@ -150,4 +150,4 @@ def check_complete(client: MlflowClient, run_dir: Path) -> None:
         {"search_space.yaml", "spec.yaml"} | local_files(run_dir / "pareto", "pareto") | local_files(run_dir / "report", "report"))
     for group_run in state["groups"].values():
         group = client.get_run(group_run)
-        assert group.info.status == "FINISHED" and "perplexity/pppl" in group.data.metrics
+        assert group.info.status == "FINISHED" and "perplexity/pppl_sampled" in group.data.metrics
