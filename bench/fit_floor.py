@@ -11,8 +11,9 @@ bench measures exactly that and nothing of ncsearch's: a Tune function trainable
 between trials, as ncsearch's trial driver) launching a trainer with Ray's own `TuneReportCallback`,
 one worker of one CPU, whose loop calls `AutoModelForMaskedLM.from_pretrained` on the same model and
 reports once. Two trainers are measured: Ray's own `TorchTrainer`, and ncsearch's lean one
-(`training/_lean_trainer.lean_trainer`: it leaves out the helper processes a trial does not use and,
-for one CPU worker, the torch backend, so that the controller does not import torch). Ray is started by ncsearch's own `ray.init` settings.
+(`training/_lean_trainer.lean_trainer`: it leaves out the helper processes a trial does not use,
+runs Ray Train's controller in the trial's own process instead of starting a controller actor and,
+for one CPU worker, leaves out the torch backend). Ray is started by ncsearch's own `ray.init` settings.
 
 It prints, per trial (mean, min and max over the trials), the three parts bench/trial_cost.py
 reports for ncsearch, measured the same way (wall time in the Tune trial's process and in the worker):
@@ -21,9 +22,10 @@ reports for ncsearch, measured the same way (wall time in the Tune trial's proce
 - model load: the loop's `from_pretrained` (transformers' import included, as in ncsearch's setup);
 - teardown: the loop's end until `fit()` returns.
 
-It is a floor, not a speed target: no ncsearch commit can go below it without changing how many
-Train runs a search starts, so it has no baseline commit to be a ratio against (bench/trial_cost.py
-is the target bench).
+It is a floor, not a speed target: the least a Train run costs a Tune trial with Ray's trainer
+as shipped, and with ncsearch's, whatever the recipe does. It has no baseline commit to be a ratio
+against (bench/trial_cost.py is the target bench, and prints this floor beside ncsearch's own
+fixed costs with `--floor`).
 
     .venv/bin/python bench/fit_floor.py --trials 4 --concurrent 2
 """
@@ -42,7 +44,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 TRAINERS = {"plain": "Ray's TorchTrainer",
-            "lean": "ncsearch's lean trainer (training/_lean_trainer.py; one CPU worker: DataParallelTrainer, no torch backend)"}
+            "lean": "ncsearch's lean trainer (training/_lean_trainer.py: controller in the trial's process; "
+                    "one CPU worker: DataParallelTrainer, no torch backend)"}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -306,6 +306,52 @@ def test_a_trial_starts_no_ray_train_helper_actors_and_no_torch_it_does_not_use(
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
+def test_inside_an_actor_the_train_controller_runs_in_the_calling_process(ray_session, model_path, data_root,
+                                                                          tmp_path):
+    """training/_lean_trainer.py: `fit()` called as a search's trial calls it, inside a Ray actor,
+    starts no TrainController actor. Ray's controller runs in the calling process: the run's
+    callbacks run there, the worker and its synchronization actor start as usual, and the run
+    trains and checkpoints as it does from a driver."""
+    from collections import Counter
+
+    import ray
+    from ray.train import UserCallback
+
+    from ncsearch.train import fit_trial
+    from ncsearch.training import metrics_log, read_metrics_log
+
+    seen, log = tmp_path / "controller_pids.txt", tmp_path / "log.jsonl"
+    spec = make_spec()
+
+    class ControllerProcess(UserCallback):  # defined here: pickled by value
+        def after_report(self, run_context, metrics, checkpoint) -> None:
+            with open(seen, "a", encoding="utf-8") as handle:
+                handle.write(f"{os.getpid()}\n")
+
+    @ray.remote(num_cpus=0)
+    class Trial:
+        def fit(self) -> tuple[int, str]:
+            outcome = fit_trial(spec, data_root=data_root, storage_path=tmp_path / "runs", name="in-actor",
+                                model_path=model_path, callbacks=[metrics_log(log), ControllerProcess()])
+            return os.getpid(), outcome.checkpoint_uri
+
+    def classes() -> Counter:
+        return Counter(actor["ActorClassName"] for actor in ray._private.state.actors().values())
+
+    before = classes()
+    # as in a search on a local instance (`set_train_env`): no preemption watcher
+    trial = Trial.options(runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}}).remote()
+    trial_pid, checkpoint = ray.get(trial.fit.remote())
+    ray.kill(trial)
+    started = {name.rsplit(".", 1)[-1]: count for name, count in (classes() - before).items()
+               if name != "_AutoscalingCoordinatorActor"}  # Ray Train's one per cluster, made by the first run
+    assert started == {"Trial": 1, "RayTrainWorker": 1, "SynchronizationActor": 1}, started
+    assert checkpoint.endswith("checkpoint_000002"), checkpoint
+    pids = seen.read_text().split()
+    assert len(pids) == spec.train.steps and set(pids) == {str(trial_pid)}, (pids, trial_pid)
+    assert [row["step"] for row in read_metrics_log(log)] == [1, 2]
+
+
 def test_the_lean_trainer_keeps_the_placement_group_cleaner_where_it_can_work(ray_session, monkeypatch):
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer

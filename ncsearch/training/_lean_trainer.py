@@ -31,18 +31,37 @@ run on one CPU worker uses Ray Train V2's `DataParallelTrainer` with the default
 arithmetic of the training step is the same (a one-member all-reduce changes no value);
 tests/test_baseline_contract.py compares two DDP workers (TorchTrainer) with one (this trainer).
 
-The callbacks are found by their class, from Ray's private modules: if a Ray release moves them,
-the plain TorchTrainer is used, and tests/test_train.py's lean-trainer tests fail, so the loss is
-noticed.
+**Inside a Ray actor (a search's trial), Ray Train's controller runs in that process.** `fit()`
+normally starts the controller as one more actor, pinned to the node of the process that calls
+`fit()`, and waits on it. Its process is started through Ray's runtime-environment setup (Train
+gives it `env_vars`) and imports Ray Train before it can start the workers: 3.3-3.7 s of every
+trial on the 2-core machine, a quarter of the fixed costs, spent while the trial's own process, on
+the same node with Ray Train already imported, only waits. So where `fit()` is called from inside
+an actor, the trainer builds Ray's own `TrainController` with the same arguments in that process and
+runs its control loop there (`asyncio.run(controller.run())`); the scaling and failure policies,
+worker-group restarts, checkpoint bookkeeping and callbacks are Ray's, unchanged. What differs:
+- the worker actors are owned by the trial's process instead of a controller actor that the trial's
+  process owned, so they still end with the trial;
+- the handle the workers are given for `ray.train.get_all_reported_checkpoints()` is the trial's
+  actor, not a controller (ncsearch's training loop does not call it);
+- Ray's Ctrl-C handler is not installed (`fit()` in a Tune trial runs off the main thread, where Ray
+  installs none either).
+A `fit()` from a driver (`ncsearch train`, the tests) keeps the controller actor.
+
+The callbacks and the controller are found by their class, from Ray's private modules: if a Ray
+release moves them, the plain behaviour is kept, and tests/test_train.py's lean-trainer tests fail,
+so the loss is noticed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from typing import Any
 
 __all__ = [
+    "inside_an_actor",
     "lean_single_worker_trainer_class",
     "lean_trainer",
     "lean_trainer_class",
@@ -115,13 +134,48 @@ class _WithoutUnusedHelpers:
         return [callback for callback in defaults if not isinstance(callback, unused)]
 
 
+@functools.cache
+def _train_controller_class() -> type | None:
+    """Ray Train V2's `TrainController`, as its `DataParallelTrainer` imports it, or None when a Ray
+    release moved it."""
+    from ray.train.v2.api import data_parallel_trainer
+
+    controller_class = getattr(data_parallel_trainer, "TrainController", None)
+    if controller_class is None or not hasattr(data_parallel_trainer.DataParallelTrainer, "_initialize_and_run_controller"):
+        logger.warning("Ray Train's controller moved; every trial starts a controller actor")
+        return None
+    return controller_class
+
+
+def inside_an_actor() -> bool:
+    """Whether this process is a Ray actor (a Tune trial's process is one; a driver is not)."""
+    import ray
+
+    return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
+
+
+class _ControllerInTheCallingActor:
+    """Mixin for a Train V2 trainer whose fit(), called inside a Ray actor, runs Ray Train's
+    controller in that actor's process instead of starting a controller actor (see the module
+    docstring). Used only where `_train_controller_class()` found it."""
+
+    def _initialize_and_run_controller(self, **controller_init_kwargs: Any) -> Any:
+        if not inside_an_actor():
+            return super()._initialize_and_run_controller(**controller_init_kwargs)  # type: ignore[misc]
+        controller = _train_controller_class()(**controller_init_kwargs)  # type: ignore[misc]
+        asyncio.run(controller.run())
+        return controller.get_result()
+
+
 def _lean(trainer_class: type) -> type:
-    """`trainer_class` with `_WithoutUnusedHelpers`; `trainer_class` itself when a Ray release moved
-    the helpers' callbacks."""
-    if _unused_helpers() is None:
+    """`trainer_class` with `_WithoutUnusedHelpers` and `_ControllerInTheCallingActor`, each where
+    this Ray release still has what it relies on; `trainer_class` itself where it has neither."""
+    mixins = ((() if _unused_helpers() is None else (_WithoutUnusedHelpers,))
+              + (() if _train_controller_class() is None else (_ControllerInTheCallingActor,)))
+    if not mixins:
         return trainer_class
-    return type(f"Lean{trainer_class.__name__}", (_WithoutUnusedHelpers, trainer_class), {
-        "__doc__": f"{trainer_class.__name__} less the helper actors a trial does not use (training/_lean_trainer.py).",
+    return type(f"Lean{trainer_class.__name__}", (*mixins, trainer_class), {
+        "__doc__": f"{trainer_class.__name__} less the helper processes a trial does not use (training/_lean_trainer.py).",
     })
 
 
