@@ -53,9 +53,27 @@ class TrainState:
 
 
 def write_model(folder: Path, model: Any, tokenizer: Any) -> None:
-    """The model and its tokenizer, loadable from `folder` with `ncsearch.models.load_mlm`."""
-    model.save_pretrained(folder)
+    """The model and its tokenizer, loadable from `folder` with `ncsearch.models.load_mlm`.
+
+    Whichever rank calls this writes: `folder` is that rank's own (rank 0's checkpoint, or another
+    rank's scratch copy for its share of the evaluation, `_recipe._evaluate`). transformers' own
+    `save_pretrained` writes nothing on a torch.distributed rank other than 0, for a folder all ranks
+    share; so while it runs, every Hugging Face model inside `model` (a prefix-tuned model holds one)
+    answers that check with `is_main_process` alone.
+    """
+    inner = [module for module in model.modules() if hasattr(module, "should_save_on_this_rank")]
+    for module in inner:
+        module.should_save_on_this_rank = _this_rank_writes
+    try:
+        model.save_pretrained(folder)
+    finally:
+        for module in inner:
+            del module.should_save_on_this_rank
     tokenizer.save_pretrained(folder)
+
+
+def _this_rank_writes(is_main_process: bool) -> bool:
+    return is_main_process
 
 
 def write_checkpoint(folder: Path, *, model: Any | None, tokenizer: Any, state: TrainState) -> None:
