@@ -11,6 +11,7 @@ import copy
 import importlib
 import math
 import os
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -252,6 +253,13 @@ def test_precision_is_auto_fp32_or_bf16():
         make_spec(**{"train.precision": "fp8"})
 
 
+def _actor_classes() -> Counter:
+    """How many actors of each class this Ray instance has had (dead ones included)."""
+    import ray
+
+    return Counter(actor["ActorClassName"] for actor in ray._private.state.actors().values())
+
+
 def test_a_trial_starts_no_ray_train_helper_actors_and_no_torch_it_does_not_use(
         ray_session, model_path, data_root, tmp_path, monkeypatch):
     """The lean trainer (training/_lean_trainer.py) and set_train_env: a run on a local Ray instance,
@@ -262,9 +270,7 @@ def test_a_trial_starts_no_ray_train_helper_actors_and_no_torch_it_does_not_use(
     report without it; and the search's callback module itself imports no torch."""
     import subprocess
     import sys
-    from collections import Counter
 
-    import ray
     from ray.train import UserCallback
 
     from ncsearch.search import set_train_env
@@ -280,9 +286,6 @@ def test_a_trial_starts_no_ray_train_helper_actors_and_no_torch_it_does_not_use(
     assert os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
     assert not state_api_reachable()
 
-    def classes() -> Counter:
-        return Counter(actor["ActorClassName"] for actor in ray._private.state.actors().values())
-
     seen = tmp_path / "controller_modules.txt"
 
     class ControllerModules(UserCallback):  # defined here: pickled by value, so it imports nothing itself
@@ -290,10 +293,10 @@ def test_a_trial_starts_no_ray_train_helper_actors_and_no_torch_it_does_not_use(
             with open(seen, "a", encoding="utf-8") as handle:
                 handle.write(f"{'torch' in sys.modules} {'ncsearch.training._callbacks' in sys.modules}\n")
 
-    before = classes()
+    before = _actor_classes()
     fit_trial(make_spec(), data_root=data_root, storage_path=tmp_path / "runs", name="lean", model_path=model_path,
               callbacks=[metrics_log(tmp_path / "log.jsonl"), ControllerModules()])
-    started = classes() - before
+    started = _actor_classes() - before
     assert started["TrainController"] == 1 and started["RayTrainWorker"] == 1, started
     assert started["SynchronizationActor"] == 1, started
     for unused in ("DatasetManager", "PlacementGroupCleaner", "PreemptionWatcher"):
@@ -306,14 +309,13 @@ def test_a_trial_starts_no_ray_train_helper_actors_and_no_torch_it_does_not_use(
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_inside_an_actor_the_train_controller_runs_in_the_calling_process(ray_session, model_path, data_root,
-                                                                          tmp_path):
+                                                                          tmp_path, workers):
     """training/_lean_trainer.py: `fit()` called as a search's trial calls it, inside a Ray actor,
     starts no TrainController actor. Ray's controller runs in the calling process: the run's
-    callbacks run there, the worker and its synchronization actor start as usual, and the run
-    trains and checkpoints as it does from a driver."""
-    from collections import Counter
-
+    callbacks run there, the workers and their synchronization actor start as usual, and the run
+    trains and checkpoints as it does from a driver (two workers: TorchTrainer's process group)."""
     import ray
     from ray.train import UserCallback
 
@@ -321,7 +323,7 @@ def test_inside_an_actor_the_train_controller_runs_in_the_calling_process(ray_se
     from ncsearch.training import metrics_log, read_metrics_log
 
     seen, log = tmp_path / "controller_pids.txt", tmp_path / "log.jsonl"
-    spec = make_spec()
+    spec = make_spec(**{"resources.workers_per_trial": workers})
 
     class ControllerProcess(UserCallback):  # defined here: pickled by value
         def after_report(self, run_context, metrics, checkpoint) -> None:
@@ -335,17 +337,14 @@ def test_inside_an_actor_the_train_controller_runs_in_the_calling_process(ray_se
                                 model_path=model_path, callbacks=[metrics_log(log), ControllerProcess()])
             return os.getpid(), outcome.checkpoint_uri
 
-    def classes() -> Counter:
-        return Counter(actor["ActorClassName"] for actor in ray._private.state.actors().values())
-
-    before = classes()
+    before = _actor_classes()
     # as in a search on a local instance (`set_train_env`): no preemption watcher
     trial = Trial.options(runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}}).remote()
     trial_pid, checkpoint = ray.get(trial.fit.remote())
     ray.kill(trial)
-    started = {name.rsplit(".", 1)[-1]: count for name, count in (classes() - before).items()
+    started = {name.rsplit(".", 1)[-1]: count for name, count in (_actor_classes() - before).items()
                if name != "_AutoscalingCoordinatorActor"}  # Ray Train's one per cluster, made by the first run
-    assert started == {"Trial": 1, "RayTrainWorker": 1, "SynchronizationActor": 1}, started
+    assert started == {"Trial": 1, "RayTrainWorker": workers, "SynchronizationActor": 1}, started
     assert checkpoint.endswith("checkpoint_000002"), checkpoint
     pids = seen.read_text().split()
     assert len(pids) == spec.train.steps and set(pids) == {str(trial_pid)}, (pids, trial_pid)
