@@ -1,6 +1,9 @@
 """A smoke search logging to a real `mlflow server` on 127.0.0.1, and `ncsearch ui` serving a run.
 
-Part of the default suite (about 95 s): each starts real servers and the first runs a full smoke search.
+Part of the default suite (about 105 s): each starts real servers and the first runs a full smoke search.
+That search trains and scores every trial on two Ray Train workers (DDP, sharded evaluation), the
+only whole search in the suite that does: a trial on two workers once failed at evaluation while every
+one-worker test passed (rank 1's scratch model folder was empty).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ import json
 import signal
 import subprocess
 import urllib.request
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -16,11 +20,18 @@ from mlflow import MlflowClient
 from conftest_search import REPO, SMOKE, env, free_port, kill_group, mlflow_server, ncsearch, run, wait_http
 
 
-def test_smoke_search_against_an_mlflow_server(tmp_path):
+def test_smoke_search_on_two_workers_per_trial_against_an_mlflow_server(tmp_path):
+    from ncsearch.training._checkpoint import read_meta
+
     with mlflow_server(tmp_path / "server") as url:
         proc = run("run", str(SMOKE), "--storage", str(tmp_path / "runs"), "--tracking-uri", url,
-                   "--set", "search.replicates=1", "--set", "search.control=false")
+                   "--set", "search.replicates=1", "--set", "search.control=false",
+                   "--set", "resources.workers_per_trial=2")
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        # each trial trained as a two-worker process group, and its final checkpoint was scored
+        finals = sorted((tmp_path / "runs" / "smoke" / "trials").glob("*/train/checkpoint_000004"))
+        assert len(finals) == 2 and all(read_meta(f)["world_size"] == 2 for f in finals), finals
+        assert all((f / "eval").is_dir() for f in finals)
         client = MlflowClient(url)
         exp = client.get_experiment_by_name("smoke")
         parents = client.search_runs([exp.experiment_id], filter_string="tags.`ncsearch.role` = 'parent'")
@@ -35,7 +46,7 @@ def test_smoke_search_against_an_mlflow_server(tmp_path):
         assert client.download_artifacts(parent, "report/report.html", str(tmp_path / "dl"))
         # artifacts went through the server's proxy into its artifact store
         png = client.download_artifacts(parent, "pareto/pareto.png", str(tmp_path / "dl"))
-        assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+        assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert list((tmp_path / "server" / "artifacts").rglob("pareto.png"))
         # nothing was written to a local store in the run directory
         assert not (tmp_path / "runs" / "smoke" / "mlflow.db").exists()
