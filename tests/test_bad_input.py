@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from conftest import SHARED_DATA
+from conftest_search import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "search_spaces" / "smoke.yaml"
@@ -150,12 +151,6 @@ CASES = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _partial_data_root(folder: Path, missing: str) -> Path:
     folder.mkdir()
     for entry in SHARED_DATA.iterdir():
@@ -197,7 +192,7 @@ def assets(tmp_path_factory, data_root):
         "no_crows": str(_partial_data_root(root / "no_crows", "crows_pairs")),
         "no_gap": str(_partial_data_root(root / "no_gap", "gap")),
         "other_out": str(other), "store": store, "store_dir": str(store_dir),
-        "closed_port": str(_free_port()), "busy_port": str(busy.getsockname()[1]),
+        "closed_port": str(free_port()), "busy_port": str(busy.getsockname()[1]),
     }
     yield values
     busy.close()

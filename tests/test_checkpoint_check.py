@@ -88,12 +88,8 @@ def test_every_rank_of_a_process_group_writes_its_own_model_folder(tmp_path):
     """transformers' `save_pretrained` writes nothing on a torch.distributed rank other than 0; a trial's
     other workers write their own scratch copy to score their share of the evaluation, so
     `write_model` writes on every rank (and leaves the model as it was)."""
-    import socket
-
     import torch.multiprocessing as mp
+    from conftest_search import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_write_on_rank, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_write_on_rank, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     assert [(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)] == ["True False", "True False"]

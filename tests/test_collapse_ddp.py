@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import torch
 import torch.multiprocessing as mp
 
 from ncsearch.collapse import NC3Regularizer, select_pairs
+from conftest_search import free_port
 from gloo_group import gloo_group
 
 V = [3, 7, 11, 20, 33]
@@ -58,16 +58,10 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             torch.save(_run(slice(rank * half, (rank + 1) * half), means), Path(out_dir) / f"{means}{rank}.pt")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
     return out
 
 
