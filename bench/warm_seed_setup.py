@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     model_path = ensure_model(spec.model, data_root=data_root)
     rows = []
     for replicate in range(args.seeds):
-        config = {"spec": spec.for_replicate(replicate).to_dict(), "data_root": str(data_root),
-                  "model_path": str(model_path)}
+        seeded = spec.for_replicate(replicate)
+        config = {"spec": seeded.to_dict(), "data_root": str(data_root), "model_path": str(model_path)}
         with tempfile.TemporaryDirectory(prefix="ncsearch-warm-seed-") as store:
             t0 = time.perf_counter()
             recipe = TrainingRecipe(config, LocalWorker(Path(store)))
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             t1 = time.perf_counter()
             recipe.train()
             t2 = time.perf_counter()
-        rows.append({"seed": spec.for_replicate(replicate).train.seed, "setup_s": t1 - t0, "train_s": t2 - t1})
+        rows.append({"seed": seeded.train.seed, "setup_s": t1 - t0, "train_s": t2 - t1})
         del recipe
 
     print(f"machine: {os.cpu_count()} CPUs, one thread; {spec.model} ({model_path}); alpha.yaml's trial at "
