@@ -37,6 +37,7 @@ from ncsearch._trial_driver import FINAL_KEY, TrialContext, trial_driver
 from ncsearch.config import SearchSpec
 from ncsearch.errors import ConfigError, UserInputError
 from ncsearch.paths import RunLayout, run_dir_for, tune_trial_dirname
+from ncsearch.training._lean_trainer import NO_AUTOSCALER_ENV
 
 __all__ = [
     "EXIT_TRACKING_OUTAGE",
@@ -60,16 +61,20 @@ TRIAL_DRIVER_MEMORY = 512 * 1024**2
 # Environment the trial processes need; forwarded through Ray's runtime_env when set here.
 _FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM", "NCSEARCH_CACHE_DIR",
                   "NCSEARCH_ADAPT_STEPS", "NCSEARCH_DATA_DIR", "RAY_TRAIN_V2_ENABLED",
-                  "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER",
+                  "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", NO_AUTOSCALER_ENV,
                   # fault injection for drills and tests (training/_faults.py)
                   "NCSEARCH_FAULT_KILL_AT_STEP", "NCSEARCH_FAULT_KILL_MARKER")
 #: Ray Train V2's controller polls its workers this often (Ray's default: 2 s); a finished trial's
 #: worker group is torn down only at the next poll, so a short interval saves ~1 s per trial.
 _TRAIN_POLL_S = "0.25"
-#: Ray Train V2 starts a PreemptionWatcher actor (one more Python process importing Ray Train, about
-#: 1.5 CPU-seconds) for every worker group, to notice cloud nodes being drained. A local Ray instance
-#: has one node, the search's own machine, which no autoscaler drains; so there it is off.
-_LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+#: A local Ray instance has one node, the search's own machine, and no autoscaler. So there:
+#: - Ray Train V2's PreemptionWatcher is off: an actor per worker group (one more Python process
+#:   importing Ray Train, about 1.5 CPU-seconds) that watches for cloud nodes being drained;
+#: - trials send no resource requests to an autoscaler (training/_lean_trainer.py);
+#: - the raylet starts no idle workers when the search's driver connects: they would wait for tasks
+#:   with no runtime environment, and every task of a search has one (`_init_ray`), so each was a
+#:   Python process importing Ray for nothing, while the search starts.
+_LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", NO_AUTOSCALER_ENV: "1", "RAY_prestart_worker_first_driver": "0"}
 
 
 def select_train_v2() -> None:

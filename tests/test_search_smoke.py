@@ -150,3 +150,14 @@ def test_report_and_pareto_commands_read_the_search_back(smoke):
     again = run("report", str(smoke["run_dir"]), "--no-log", timeout=300)
     assert again.returncode == 0, again.stderr
     assert "Verdict:" in again.stdout
+
+
+def test_the_search_starts_only_the_processes_its_trials_use(smoke):
+    """Each of the 6 trials runs in a Tune actor (Tune reuses them: at most one per trial), which
+    runs Ray Train's controller in its own process (training/_lean_trainer.py), and starts one Train
+    worker and Ray Train's synchronization actor. The local Ray instance starts no idle workers, no
+    AutoscalingCoordinator (no autoscaler reads its requests), and no queue actor per trial (the
+    trial reports to Tune in its own process, training/_tune_report.py)."""
+    started = smoke["ray_workers"]
+    assert set(started) == {"ImplicitFunc", "RayTrainWorker", "SynchronizationActor"}, started
+    assert started["RayTrainWorker"] == started["SynchronizationActor"] == 6 and started["ImplicitFunc"] <= 6, started

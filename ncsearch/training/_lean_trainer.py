@@ -48,6 +48,14 @@ worker-group restarts, checkpoint bookkeeping and callbacks are Ray's, unchanged
   installs none either).
 A `fit()` from a driver (`ncsearch train`, the tests) keeps the controller actor.
 
+**On a Ray instance with no autoscaler, a trial asks none for resources.** Ray Train's scaling
+policy sends every run's resource request to a cluster-wide `AutoscalingCoordinator`: a detached
+actor that the first run of a cluster creates and waits for, in a process that imports Ray Data
+(about 2 s before the first trial's workers start, on the 2-core machine). Only an autoscaler reads
+those requests. A Ray instance that ncsearch starts itself has none (`search.set_train_env` sets
+`NCSEARCH_NO_AUTOSCALER=1` there; a user may set it for a fixed cluster), so there the in-process
+controller gets the same `FixedScalingPolicy` less its requests. Its scaling decisions are Ray's.
+
 The callbacks and the controller are found by their class, from Ray's private modules: if a Ray
 release moves them, the plain behaviour is kept, and tests/test_train.py's lean-trainer tests fail,
 so the loss is noticed.
@@ -58,9 +66,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from typing import Any
 
 __all__ = [
+    "NO_AUTOSCALER_ENV",
+    "controller_runs_here",
     "inside_an_actor",
     "lean_single_worker_trainer_class",
     "lean_trainer",
@@ -70,6 +81,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Set to "1" where the Ray cluster has no autoscaler (ncsearch's own local instances): trials then
+#: send Ray Train's scaling policy's resource requests nowhere (see the module docstring).
+NO_AUTOSCALER_ENV = "NCSEARCH_NO_AUTOSCALER"
 
 
 def state_api_reachable(timeout_s: float = 2.0) -> bool:
@@ -154,17 +169,55 @@ def inside_an_actor() -> bool:
     return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
 
 
+def controller_runs_here() -> bool:
+    """Whether a lean trainer's `fit()` called from this process runs Ray Train's controller in this
+    process (inside an actor, where this Ray release still has the controller class)."""
+    return inside_an_actor() and _train_controller_class() is not None
+
+
 class _ControllerInTheCallingActor:
     """Mixin for a Train V2 trainer whose fit(), called inside a Ray actor, runs Ray Train's
     controller in that actor's process instead of starting a controller actor (see the module
     docstring). Used only where `_train_controller_class()` found it."""
 
     def _initialize_and_run_controller(self, **controller_init_kwargs: Any) -> Any:
-        if not inside_an_actor():
+        if not controller_runs_here():
             return super()._initialize_and_run_controller(**controller_init_kwargs)  # type: ignore[misc]
+        if os.environ.get(NO_AUTOSCALER_ENV) == "1":
+            controller_init_kwargs["scaling_policy"] = _without_resource_requests(controller_init_kwargs["scaling_policy"])
         controller = _train_controller_class()(**controller_init_kwargs)  # type: ignore[misc]
         asyncio.run(controller.run())
         return controller.get_result()
+
+
+@functools.cache
+def _fixed_policy_without_requests() -> type | None:
+    """Ray Train's `FixedScalingPolicy` with its three resource-request methods made no-ops, or None
+    where a Ray release changed them."""
+    from ray.train.v2._internal.execution.scaling_policy import FixedScalingPolicy
+
+    names = ("_send_resource_request", "_maybe_send_resource_request", "_cancel_resource_request")
+    if not all(callable(getattr(FixedScalingPolicy, name, None)) for name in names):
+        logger.warning("Ray Train's scaling policy changed; every search's first trial starts an AutoscalingCoordinator")
+        return None
+
+    def no_request(self: Any) -> None:
+        """No autoscaler reads resource requests on this cluster (`NCSEARCH_NO_AUTOSCALER=1`)."""
+
+    return type("FixedScalingPolicyWithoutAutoscaler", (FixedScalingPolicy,),
+                {"__doc__": "FixedScalingPolicy for a cluster with no autoscaler (training/_lean_trainer.py).",
+                 **{name: no_request for name in names}})
+
+
+def _without_resource_requests(policy: Any) -> Any:
+    """`policy` itself unless it is Ray's plain `FixedScalingPolicy`; then the same policy (same
+    scaling config, same decisions) less its resource requests."""
+    from ray.train.v2._internal.execution.scaling_policy import FixedScalingPolicy
+
+    quiet = _fixed_policy_without_requests()
+    if quiet is None or type(policy) is not FixedScalingPolicy:
+        return policy
+    return quiet(policy.scaling_config)
 
 
 def _lean(trainer_class: type) -> type:

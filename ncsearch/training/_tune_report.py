@@ -8,6 +8,13 @@ worker (`NcsearchError`: a non-finite loss, an unusable vocabulary) would happen
 restart, so it ends the attempt at once instead: raised here, it fails the Train run with the
 workers' reason, and Tune's `search.max_failures` decides what follows.
 
+Ray's callback hands each report to the Tune session through a Ray queue: one more actor (a Python
+process that imports Ray) per trial, because it assumes the controller is an actor of its own. A
+search's trial runs the controller in its own process (`_lean_trainer.controller_runs_here`), so
+there the report goes straight to the Tune session, from the thread that runs the controller: the
+function trainable's own thread, the one Ray's `tune.report` expects. Where the controller is an actor
+(a Ray release that moved it), Ray's queue is kept.
+
 Import only after Ray Train V2 is selected (`enable_train_v2`).
 """
 
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ray.train._internal.session import get_session
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from ncsearch.errors import NcsearchError, TrialError
@@ -28,7 +36,12 @@ class TrialReport(TuneReportCallback):
     """`TuneReportCallback` plus `train/worker_restarts`; see the module docstring."""
 
     def __init__(self) -> None:
-        super().__init__()
+        from ncsearch.training._lean_trainer import controller_runs_here
+
+        if controller_runs_here():
+            self._training_actor_item_queue = _TuneSession()  # no queue actor; see the module docstring
+        else:
+            super().__init__()
         self.restarts = 0
 
     def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
@@ -41,6 +54,14 @@ class TrialReport(TuneReportCallback):
         if metrics:
             metrics = [{**metrics[0], WORKER_RESTARTS_KEY: float(self.restarts)}, *metrics[1:]]
         super().after_report(run_context, metrics, checkpoint)
+
+
+class _TuneSession:
+    """Takes the place of `TuneReportCallback`'s queue when the controller runs in the trial's
+    process: `put` reports to the Tune session there, as the trainable's own `tune.report` would."""
+
+    def put(self, metrics: dict[str, Any]) -> None:
+        get_session().report(metrics)
 
 
 def deterministic_reason(worker_exceptions: dict[int, Exception]) -> str | None:
