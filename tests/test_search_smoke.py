@@ -130,10 +130,10 @@ def test_compare_reproduces_the_reported_delta_from_runs_and_from_checkpoints(sm
                  "--json", str(tmp_path / "stored.json"), timeout=300)
     assert stored.returncode == 0, stored.stderr
     checkpoints = [_checkpoint_of(smoke["run_dir"], side["trial_id"]) for side in (control, trial)]
+    # ICAT alone: scoring the checkpoints' exact PPPL too would only add time to this test
     rescored = run("compare", *checkpoints, "--storage", str(smoke["storage"]),
-                   "--benchmarks", "stereoset", "perplexity", "--domains", "gender",
-                   "--limit", "stereoset=40", "--limit", "perplexity=16", "--json", str(tmp_path / "rescored.json"),
-                   timeout=600)
+                   "--benchmarks", "stereoset", "--domains", "gender",
+                   "--limit", "stereoset=40", "--json", str(tmp_path / "rescored.json"), timeout=600)
     assert rescored.returncode == 0, rescored.stderr
     for path in ("stored.json", "rescored.json"):
         rows = {m["metric"]: m for m in json.loads((tmp_path / path).read_text())["metrics"]}

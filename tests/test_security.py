@@ -6,27 +6,26 @@
   tells transformers explicitly, so it never prompts either.
 - Credentials in a tracking URI or in the environment reach no param, tag, metric, artifact, run-folder
   file or output: a real search logs through an authenticating proxy to a real `mlflow server` with
-  `http://user:PASSWORD@host`, and everything it left behind is scanned.
+  `http://user:PASSWORD@host`, and everything it left behind is scanned. That search is the one of
+  tests/test_search_server.py (one search serves both checks); the scan itself is checked here.
 """
 
 from __future__ import annotations
 
 import ast
 import base64
-import http.client
 import os
 import signal
 import subprocess
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psutil
 import pytest
 
 from conftest import SHARED_DATA
-from conftest_search import REPO, SMOKE, env, free_port, kill_group, mlflow_server, ncsearch, run
+from conftest_search import REPO, SMOKE, env, free_port, kill_group, ncsearch, run
 
+from auth_proxy import ENV_PASSWORD, PASSWORD, USER, leaks
 from bad_models import REMOTE_MARKER_ENV, build_bad_models
 
 
@@ -151,149 +150,10 @@ def test_the_search_space_key_is_what_lets_a_run_load_checkpoint_code(models, tm
     assert not (tmp_path / "out").exists()
 
 
-# --- credentials never recorded ------------------------------------------------------------------------
-
-USER, PASSWORD, ENV_PASSWORD = "ncuser", "s3cret-uri-PW", "s3cret-env-PW2"
-
-
-class _AuthProxy(ThreadingHTTPServer):
-    """An HTTP proxy in front of `upstream` that answers 401 unless a request carries Basic auth
-    USER:PASSWORD, the way a tracking server behind authentication does; it counts both."""
-
-    daemon_threads = True
-
-    def __init__(self, upstream: str):
-        host, port = upstream.removeprefix("http://").split(":")
-        self.upstream = (host, int(port))
-        self.expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-        self.authorized = self.refused = 0
-        super().__init__(("127.0.0.1", 0), _ProxyHandler)
-
-
-class _ProxyHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _AuthProxy
-
-    def _body(self) -> bytes | None:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0], 16)
-                chunk = self.rfile.read(size)
-                self.rfile.readline()
-                if not size:
-                    return b"".join(chunks)
-                chunks.append(chunk)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else None
-
-    def _relay(self) -> None:
-        body = self._body()
-        if self.headers.get("Authorization") != self.server.expected:
-            self.server.refused += 1
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="mlflow"')
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        self.server.authorized += 1
-        skip = {"host", "authorization", "connection", "transfer-encoding", "content-length"}
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
-        if body is not None:
-            headers["Content-Length"] = str(len(body))
-        upstream = http.client.HTTPConnection(*self.server.upstream, timeout=300)
-        try:
-            upstream.request(self.command, self.path, body=body, headers=headers)
-            response = upstream.getresponse()
-            data = response.read()
-        finally:
-            upstream.close()
-        self.send_response(response.status)
-        for key, value in response.getheaders():
-            if key.lower() not in ("transfer-encoding", "connection", "content-length"):
-                self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _relay
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-def _secrets() -> list[bytes]:
-    basic = base64.b64encode(f"{USER}:{PASSWORD}".encode())
-    return [PASSWORD.encode(), ENV_PASSWORD.encode(), basic, base64.b64encode(f"{USER}:{ENV_PASSWORD}".encode())]
-
-
-def _leaks(blob: bytes) -> list[str]:
-    return [s.decode() for s in _secrets() if s in blob]
+# --- credentials never recorded (the search itself: tests/test_search_server.py) -------------------
 
 
 def test_the_leak_scan_finds_a_planted_secret():
-    assert _leaks(f"x http://{USER}:{PASSWORD}@host y".encode()) == [PASSWORD]
-    assert _leaks(f"MLFLOW_TRACKING_PASSWORD={ENV_PASSWORD}".encode()) == [ENV_PASSWORD]
-    assert _leaks(b"Authorization: " + base64.b64encode(f"{USER}:{PASSWORD}".encode())) != []
-
-
-def test_credentials_in_the_tracking_uri_and_environment_are_never_recorded(tmp_path, models):
-    from mlflow import MlflowClient
-
-    with mlflow_server(tmp_path / "server") as upstream:
-        proxy = _AuthProxy(upstream)
-        threading.Thread(target=proxy.serve_forever, daemon=True).start()
-        try:
-            host = f"127.0.0.1:{proxy.server_address[1]}"
-            uri = f"http://{USER}:{PASSWORD}@{host}"
-            # The environment's password is wrong for this server: the URI's must be the one used.
-            extra = {"MLFLOW_TRACKING_USERNAME": USER, "MLFLOW_TRACKING_PASSWORD": ENV_PASSWORD}
-            runs = tmp_path / "runs"
-            search = run("run", str(SMOKE), "--storage", str(runs), "--tracking-uri", uri,
-                         "--set", f"model={models['mlm']}", "--set", "nc3.alpha={grid: [1.0]}",
-                         "--set", "search.replicates=1", "--set", "search.control=false",
-                         cwd=tmp_path, extra_env=extra, timeout=900)
-            assert search.returncode == 0, search.stdout[-3000:] + search.stderr[-3000:]
-            pareto = run("pareto", "smoke", "--tracking-uri", uri, cwd=tmp_path, extra_env=extra)
-            assert pareto.returncode == 0 and "hypervolume" in pareto.stdout, pareto.stderr[-3000:]
-            report = run("report", "smoke", "--tracking-uri", uri, "--out", str(tmp_path / "report-out"),
-                         "--resamples", "50", cwd=tmp_path, extra_env=extra)
-            assert report.returncode == 0, report.stderr[-3000:]
-        finally:
-            proxy.shutdown()
-            proxy.server_close()
-        # Every request went through authenticated: the URI's credentials reached the server as auth.
-        assert proxy.authorized > 20 and proxy.refused == 0, (proxy.authorized, proxy.refused)
-        assert host in search.stdout  # the URI is shown, without its user info
-
-        # What the tracking server holds, read through its API: params, tags, metrics, names, artifacts.
-        client = MlflowClient(tracking_uri=upstream)
-        records, artifacts = [], tmp_path / "downloaded"
-        experiments = [e for e in client.search_experiments() if e.name == "smoke"]
-        assert experiments
-        all_runs = client.search_runs([e.experiment_id for e in experiments])
-        assert len(all_runs) >= 3  # the search, its configuration and one seed
-        (search_run_id,) = [r.info.run_id for r in all_runs if r.data.tags.get("ncsearch.role") == "parent"]
-        for logged in all_runs:
-            records += [logged.info.run_name or "", *logged.data.params, *logged.data.params.values(),
-                        *logged.data.tags, *logged.data.tags.values(), *logged.data.metrics]
-            if client.list_artifacts(logged.info.run_id):
-                client.download_artifacts(logged.info.run_id, "", str(artifacts / logged.info.run_id))
-        assert sum(len(r.data.params) for r in all_runs) > 20
-        assert not _leaks("\n".join(map(str, records)).encode()), "a param, tag, metric or run name"
-
-    # Every file left behind: downloaded artifacts, the server's store and artifact folder (and its
-    # log), the run directory (tracking.json, spec.yaml, Tune's state, trials), the report folder.
-    scanned = 0
-    for path in tmp_path.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            leaked = _leaks(path.read_bytes())
-            assert not leaked, f"{path} holds {leaked}"
-            scanned += 1
-    assert scanned > 30 and list(artifacts.rglob("metrics.json"))  # the scan saw the seed's evaluation
-    (report_md,) = [p for p in artifacts.rglob("report.md") if p.parent.parent.name == search_run_id]
-    assert host in report_md.read_text()  # ... and the report, which names the tracking URI
-    assert host.encode() in (runs / "smoke" / "tracking.json").read_bytes()
-    for proc in (search, pareto, report):
-        assert not _leaks((proc.stdout + proc.stderr).encode()), proc.args
+    assert leaks(f"x http://{USER}:{PASSWORD}@host y".encode()) == [PASSWORD]
+    assert leaks(f"MLFLOW_TRACKING_PASSWORD={ENV_PASSWORD}".encode()) == [ENV_PASSWORD]
+    assert leaks(b"Authorization: " + base64.b64encode(f"{USER}:{PASSWORD}".encode())) != []
