@@ -27,6 +27,7 @@ failed for want of disk space finishes once there is space.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -163,17 +164,30 @@ def set_train_env(address: str | None) -> None:
             os.environ.setdefault(key, value)
 
 
-def _init_ray(address: str | None, *, verbose: bool) -> None:
+def _init_ray(address: str | None, *, verbose: bool) -> bool:
+    """Start (or join) Ray for this search; whether this call did (False: Ray was already up)."""
     import logging
 
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     set_train_env(address)
     env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
     ray.init(address=ray_address(address), include_dashboard=False, logging_level=logging.INFO if verbose else logging.WARNING,
              log_to_driver=verbose, runtime_env={"env_vars": env} if env else None)
+    return True
+
+
+def _stop_ray_in_background() -> threading.Thread:
+    """`ray.shutdown()` on a thread of its own, started once Tune is done. A local instance's
+    processes take a few seconds to stop (about 2.5 s for a one-trial search on the 2-core machine),
+    and the report written meanwhile needs none of them; the caller joins the thread."""
+    import ray
+
+    stopping = threading.Thread(target=ray.shutdown, name="ncsearch-ray-shutdown", daemon=True)
+    stopping.start()
+    return stopping
 
 
 def run_search(
@@ -292,7 +306,7 @@ def run_search(
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Step results carry train/* only; the objectives arrive with the final result of each trial.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    _init_ray(address, verbose=verbose)
+    started_ray = _init_ray(address, verbose=verbose)
     if not verbose:
         _quiet_tune_errors()
 
@@ -342,21 +356,26 @@ def run_search(
         tracker.client.set_terminated(parent, status="FAILED")
         raise
     wall = time.perf_counter() - start
-    try:
-        return _finish(spec, layout, tracker, grid, plan, wall, echo)
-    finally:
-        lock.release()  # an error before this point ends the process, and the kernel releases the lock
-
-
-def _finish(spec: SearchSpec, layout: RunLayout, tracker: Any, grid: Any, plan: Any, wall: float,
-            echo: Callable[[str], None]) -> SearchOutcome:
-    """Count the runs, read the search back from MLflow, write and log the Pareto artifacts and the report."""
-    from ncsearch._records import load_search
-    from ncsearch.report import write_report
-
     finished = sum(1 for r in grid if r.error is None and (r.metrics or {}).get(FINAL_KEY))
     failed = sum(1 for r in grid if r.error is not None)
     unfinished = len(grid) - finished - failed
+    # Ray stops while the search is read back and reported on (only a Ray this search started).
+    stopping = _stop_ray_in_background() if started_ray else None
+    try:
+        return _finish(spec, layout, tracker, plan, wall, echo, finished=finished, failed=failed, unfinished=unfinished)
+    finally:
+        if stopping is not None:
+            stopping.join()
+        lock.release()  # an error before this point ends the process, and the kernel releases the lock
+
+
+def _finish(spec: SearchSpec, layout: RunLayout, tracker: Any, plan: Any, wall: float, echo: Callable[[str], None],
+            *, finished: int, failed: int, unfinished: int) -> SearchOutcome:
+    """Read the search back from MLflow, write and log the Pareto artifacts and the report (given how
+    many runs Tune finished, failed and left unfinished)."""
+    from ncsearch._records import load_search
+    from ncsearch.report import write_report
+
     _wait_for_tracking(tracker, echo)
     record = load_search(tracker.experiment, tracking_uri=tracker.tracking_uri, parent_run_id=tracker.parent_run_id)
     proposed = sum(1 for g in record.groups.values() if g.role == "trial")
