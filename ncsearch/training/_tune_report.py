@@ -24,6 +24,7 @@ from typing import Any
 
 from ray.train._internal.session import get_session
 from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.trainable.trainable_fn_utils import _in_tune_session
 
 from ncsearch.errors import NcsearchError, TrialError
 
@@ -38,10 +39,10 @@ class TrialReport(TuneReportCallback):
     def __init__(self) -> None:
         from ncsearch.training._lean_trainer import controller_runs_here
 
-        if controller_runs_here():
+        if controller_runs_here() and _in_tune_session():
             self._training_actor_item_queue = _TuneSession()  # no queue actor; see the module docstring
         else:
-            super().__init__()
+            super().__init__()  # outside a Tune session, Ray's own error
         self.restarts = 0
 
     def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
