@@ -14,6 +14,9 @@ per trial for each phase, and the ratio baseline / this commit (above 1: this co
 - fixed costs: worker-group start (the trainer's fit() until the worker's loop runs), worker setup
   (model load, corpus, vocabulary, DDP wrap), checkpoint write and report, checkpoint read for
   evaluation, worker-group teardown;
+- of which the worker's imports: the time the trial's (rank-0) worker process spends importing
+  modules (outermost imports only) from its start until its first batch, a part of worker-group start
+  and worker setup above, not added to them again;
 - training: data, forward, NC3, backward, optimizer, other (Python between them, report windows);
   tokens per second per core over the steps (non-padding tokens, counted from the same batches);
 - evaluation: each benchmark's scoring and the rest of the suite;
@@ -148,7 +151,7 @@ def phase_table(events: list[dict], trials: int, wall: float, tokens_per_trial: 
     for event in events:
         by_pid[event["pid"]].append(event)
 
-    start_up = tear_down = setup = steps_window = in_fit_eval = 0.0
+    start_up = tear_down = setup = steps_window = in_fit_eval = worker_imports = 0.0
     for fit in spans["train.fit"]:
         fit_end = fit["start"] + fit["dur"]
         loops = [e for e in spans["loop"] if fit["start"] <= e["start"] <= fit_end]
@@ -166,6 +169,10 @@ def phase_table(events: list[dict], trials: int, wall: float, tokens_per_trial: 
         worker = [e for e in by_pid[loop["pid"]] if loop["start"] <= e["start"] <= loop["start"] + loop["dur"]]
         first_batch = min((e["start"] for e in worker if e["label"] == "train.data"), default=loop["start"])
         setup += first_batch - loop["start"]
+        # The worker process starts after fit() does: its imports until the first batch (Ray's worker
+        # and Train modules, torch, transformers, ncsearch) are part of the two phases above.
+        worker_imports += sum(e["dur"] for e in spans["import"]
+                              if e["pid"] == loop["pid"] and fit["start"] <= e["start"] < first_batch)
         # Evaluation on the trial's own workers (after f2bcd1b) runs inside the loop, after the last step.
         scoring = sum(e["dur"] for e in worker if e["start"] >= first_batch and (
             (e["span"] and e["label"] == "eval.suite")
@@ -183,6 +190,7 @@ def phase_table(events: list[dict], trials: int, wall: float, tokens_per_trial: 
     row["fixed.checkpoint_read"] = total["checkpoint.read"] * per
     row["fixed.eval_model_write"] = total["eval.model_write"] * per
     row["fixed.worker_group_teardown"] = tear_down * per
+    row["of_which.worker_imports"] = worker_imports * per  # inside worker-group start and worker setup
     step_phases = sum(total[p] for p in TRAIN_PHASES)
     for phase in TRAIN_PHASES:
         row[phase] = total[phase] * per

@@ -24,6 +24,7 @@ commit bench/trial_cost.py compares, so the same instrumentation times old and n
 | eval.<benchmark> | each registered benchmark's `score` |
 | eval.suite (span) | `run_suite` |
 | tracking | the `MlflowClient` calls that write runs, metrics, params, tags and artifacts |
+| import (span) | each thread's outermost module import (`importlib._bootstrap._find_and_load`) |
 
 A phase inside another phase on the same thread is not counted again (the outer one holds it);
 spans are always recorded. Each process appends JSON lines `{"label", "start", "dur", "pid", "span"}` (spans of `fit()` and of
@@ -236,6 +237,33 @@ class _PatchAfterImport(importlib.abc.MetaPathFinder):
         return spec
 
 
+def _time_imports() -> None:
+    """Records each thread's outermost module import as an "import" span (pid and time), so that
+    bench/trial_cost.py can say how much of a trial's fixed costs is a fresh worker process importing
+    Ray, torch and transformers. Both `import` statements and `importlib.import_module` (transformers'
+    lazy modules) load a module through `importlib._bootstrap._find_and_load`."""
+    import importlib._bootstrap as bootstrap
+
+    original = bootstrap._find_and_load
+    if getattr(original, "_phase_traced", False):
+        return
+
+    def find_and_load(name: str, import_: Any) -> Any:
+        if getattr(_local, "importing", False):
+            return original(name, import_)
+        _local.importing = True
+        wall, started = time.time(), time.perf_counter()
+        try:
+            return original(name, import_)
+        finally:
+            _local.importing = False
+            _write("import", wall, time.perf_counter() - started, True)
+
+    find_and_load._phase_traced = True  # type: ignore[attr-defined]
+    bootstrap._find_and_load = find_and_load
+
+
 def install() -> None:
     if _OUT and not any(isinstance(f, _PatchAfterImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _PatchAfterImport())
+        _time_imports()
