@@ -156,7 +156,7 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     text never changes. A trial's worker asks for it several times per tokenizer (the corpus and
     vocabulary caches, the perplexity reference, the evaluation record), and over a 30k vocabulary
     it takes about 0.1 s, so it is remembered per tokenizer object while the tokenizer's size and
-    special tokens stay as they were (adding tokens changes both)."""
+    special tokens stay as they were (adding a token changes the size; adding a special token, both)."""
     special = sorted(map(str, tokenizer.all_special_tokens))
     lower = bool(getattr(tokenizer, "do_lower_case", False))
     state = (len(tokenizer), tuple(special), lower)
