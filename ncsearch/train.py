@@ -4,6 +4,12 @@ The implementation lives in the private modules of `ncsearch.training`; this mod
 name the search driver and the CLI import.
 """
 
-from ncsearch.training import TrainOutcome, build_trainer, fit_trial, train_loop_per_worker
+from ncsearch.training import (
+    TrainOutcome,
+    build_trainer,
+    fit_runs,
+    fit_trial,
+    train_loop_per_worker,
+)
 
-__all__ = ["TrainOutcome", "build_trainer", "fit_trial", "train_loop_per_worker"]
+__all__ = ["TrainOutcome", "build_trainer", "fit_runs", "fit_trial", "train_loop_per_worker"]

@@ -51,7 +51,7 @@ def test_a_worker_resuming_from_a_damaged_checkpoint_fails_naming_the_file(check
 
     _cut(checkpoint / "model" / "model.safetensors")
     runtime = SimpleNamespace(restored_checkpoint=lambda: contextlib.nullcontext(checkpoint))
-    recipe = SimpleNamespace(runtime=runtime, spec=SimpleNamespace(trust_remote_code=False))
+    recipe = SimpleNamespace(runtime=runtime, spec=SimpleNamespace(trust_remote_code=False), config={})
     with pytest.raises(TrialError) as info:
         TrainingRecipe._restore(recipe, load_model=True)
     assert f"{checkpoint / 'model' / 'model.safetensors'} is damaged (cut short" in str(info.value)

@@ -196,6 +196,64 @@ def test_a_restarted_run_continues_from_its_last_checkpoint(reference, ray_sessi
     assert history[2]["train/mlm_loss"] != pytest.approx(ref_history[0]["train/mlm_loss"], rel=1e-3)
 
 
+def test_runs_sharing_a_train_run_equal_their_own_runs_and_resume_where_they_stopped(
+        reference, fit, ray_session, model_path, data_root, tmp_path):
+    """fit_runs: two specs trained one after another by the same workers. Run 0 is the reference
+    run; run 1 (another seed and alpha) fails after its step-2 checkpoint, and the same call again
+    skips run 0 and resumes run 1 at step 2. Every train/* value of both runs equals the run trained
+    alone, and both final checkpoints are kept (Ray deletes the rest beyond two)."""
+    import torch
+    from ray.train import TrainingFailedError
+
+    from ncsearch.models import load_mlm
+    from ncsearch.train import build_trainer, fit_runs
+    from ncsearch.training import metrics_log, read_metrics_log
+
+    spec, ref_outcome, ref_history = reference
+    other = make_spec(**{**RESUME, "nc3.alpha": 3.0, "train.seed": 11})
+    _, other_history = fit(other, name="other-alone")
+    log = tmp_path / "runs.jsonl"
+    common = dict(data_root=data_root, storage_path=tmp_path / "runs", name="two-runs")
+    trainer = build_trainer(spec, model_path=model_path, callbacks=[metrics_log(log)], **common,
+                            runs=[{"spec": spec.to_dict()}, {"spec": other.to_dict(), "fail_after_step": 2}])
+    with pytest.raises(TrainingFailedError):
+        trainer.fit()
+    first = read_metrics_log(log)
+    assert [(row["run"], row["step"]) for row in first] == [(0, 1), (0, 2), (0, 3), (0, 4), (1, 1), (1, 2)]
+    assert [row.get("checkpoint", "").rsplit("/", 1)[-1] for row in first if row.get("checkpoint")] == [
+        "run0_checkpoint_000002", "run0_checkpoint_000004", "run1_checkpoint_000002"]
+
+    outcomes = fit_runs([spec, other], model_path=model_path, callbacks=[metrics_log(log)], **common)
+    resumed = read_metrics_log(log)[len(first):]
+    assert [(row["run"], row["step"], row["train/resumed_from"]) for row in resumed] == [(1, 3, 2), (1, 4, 2)]
+    runs = {0: first[:4], 1: first[4:] + resumed}
+    for index, alone in ((0, ref_history), (1, other_history)):
+        assert len(runs[index]) == len(alone) == 4
+        for mine, ref in zip(runs[index], alone):
+            for key in ("train/loss", "train/mlm_loss", "train/unc3", "train/nc3", "train/lr", "train/nc3_classes"):
+                assert mine[key] == pytest.approx(ref[key], rel=1e-5, abs=1e-7), (index, mine["step"], key)
+    assert other_history[0]["train/mlm_loss"] != pytest.approx(ref_history[0]["train/mlm_loss"], rel=1e-3)
+
+    assert [o.checkpoint_dir.name for o in outcomes] == ["run0_checkpoint_000004", "run1_checkpoint_000004"]
+    assert [o.metrics["step"] for o in outcomes] == [4, 4] and [o.metrics["run"] for o in outcomes] == [0, 1]
+    assert outcomes[1].metrics["train/loss"] == pytest.approx(other_history[-1]["train/loss"], rel=1e-5)
+    assert sorted(p.name for p in outcomes[0].checkpoint_dir.parent.glob("run*_checkpoint_*")) == [
+        "run0_checkpoint_000004", "run1_checkpoint_000002", "run1_checkpoint_000004"]
+    trained, _ = load_mlm(str(outcomes[0].model_dir))
+    alone, _ = load_mlm(str(ref_outcome.model_dir))
+    torch.testing.assert_close(trained.get_input_embeddings().weight, alone.get_input_embeddings().weight,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_fit_runs_refuses_runs_that_need_different_workers(tmp_path, data_root):
+    from ncsearch.errors import ConfigError
+    from ncsearch.train import fit_runs
+
+    with pytest.raises(ConfigError, match="same model and resources"):
+        fit_runs([make_spec(), make_spec(**{"resources.workers_per_trial": 2})], data_root=data_root,
+                 storage_path=tmp_path, name="mixed", model_path="unused")
+
+
 def test_two_workers_see_the_same_nc3_statistics_as_one(fit):
     # no dropout, so a worker's features do not depend on how the batch is split
     common = {"baseline": "dropout", "baseline_options.dropout": {"hidden_dropout": 0.0, "attention_dropout": 0.0}}

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         build_trainer,
         enable_train_v2,
         failure_reason,
+        fit_runs,
         fit_trial,
         metrics_log,
         read_metrics_log,
@@ -53,8 +54,8 @@ _SOURCES: dict[str, str] = {
     **dict.fromkeys(("adamw", "decay_groups", "linear_warmup_decay"), "_optim"),
     **dict.fromkeys(("TrainingRecipe", "train_loop_per_worker"), "_recipe"),
     **dict.fromkeys(("derive_seed", "seed_everything"), "_seeding"),
-    **dict.fromkeys(("TrainOutcome", "build_trainer", "enable_train_v2", "failure_reason", "fit_trial",
-                     "metrics_log", "read_metrics_log"), "_trial"),
+    **dict.fromkeys(("TrainOutcome", "build_trainer", "enable_train_v2", "failure_reason", "fit_runs",
+                     "fit_trial", "metrics_log", "read_metrics_log"), "_trial"),
 }
 
 __all__ = [
@@ -72,6 +73,7 @@ __all__ = [
     "derive_seed",
     "enable_train_v2",
     "failure_reason",
+    "fit_runs",
     "fit_trial",
     "linear_warmup_decay",
     "maskable",

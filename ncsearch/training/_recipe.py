@@ -49,6 +49,7 @@ from ncsearch.training._precision import (
     grad_scaler_for,
     resolve_precision,
 )
+from ncsearch.training._run_sequence import checkpoint_name, run_labels, train_runs
 from ncsearch.training._seeding import derive_seed, seed_everything
 from ncsearch.training._worker import RayWorker, WorkerRuntime
 
@@ -62,10 +63,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. `config`: {"spec": concrete SearchSpec.to_dict(), "data_root": str,
     "model_path": str (a loadable masked LM, e.g. from ncsearch.models.ensure_model)}, and from a
     search's trial driver "evaluation" (see TrainingRecipe) and "assets" ({"model", "data"}:
-    `ncsearch._assets.ShippedFolder`s, unpacked here when this node lacks the driver's folders)."""
+    `ncsearch._assets.ShippedFolder`s, unpacked here when this node lacks the driver's folders).
+    With "runs" (a list of {"spec", "evaluation"}), the worker trains those runs one after another
+    (`_run_sequence.py`)."""
     assets = config.get("assets")
     if assets:
         config = {**config, "model_path": assets["model"].local_path(), "data_root": assets["data"].local_path()}
+    if config.get("runs"):
+        train_runs(config, RayWorker())
+        return
     recipe = TrainingRecipe(config, RayWorker())
     try:
         recipe.setup()
@@ -162,6 +168,9 @@ class TrainingRecipe:
         self.wrapped: Any = None
         #: {"identity": ...} when the trial's evaluation runs on these workers after the last step, else None.
         self.evaluation: dict[str, Any] | None = config.get("evaluation")
+        #: This run's place in its Train run (`_run_sequence.py`): run `run_index` of `run_count`.
+        self.run_index = int(config.get("run_index", 0))
+        self.run_count = int(config.get("run_count", 1))
 
     # ----- setup ------------------------------------------------------------------------------------
 
@@ -243,6 +252,8 @@ class TrainingRecipe:
         """
         from ncsearch.models import load_mlm
 
+        if not self.config.get("resume", True):  # a later run of a restarted multi-run Train run
+            return None
         with self.runtime.restored_checkpoint() as folder:
             if folder is None:
                 return None
@@ -262,7 +273,7 @@ class TrainingRecipe:
         nc3 = self.spec.nc3
         window = _Window()
         if self.step >= train.steps:  # restarted after the final checkpoint: nothing left to do
-            self.runtime.report(dict(self.last_metrics, step=self.step))
+            self.runtime.report(self._labelled(dict(self.last_metrics, step=self.step)))
             return
         while self.step < train.steps:
             torch.manual_seed(derive_seed(train.seed, 3, self.step, self.rank))  # dropout of this step
@@ -377,7 +388,7 @@ class TrainingRecipe:
         config["fail_after_step"] = k raises right after step k is reported, as a crashed training
         loop would; on a Ray Train worker, NCSEARCH_FAULT_KILL_AT_STEP = k SIGKILLs rank 0's process
         once its step-k checkpoint is registered (`_faults.py`)."""
-        if self.resumed_from != 0:
+        if self.resumed_from != 0 or self.config.get("group_restored"):
             return
         fail_at = self.config.get("fail_after_step")
         if fail_at is not None and self.step == int(fail_at):
@@ -385,7 +396,7 @@ class TrainingRecipe:
         if saved and self.rank == 0 and isinstance(self.runtime, RayWorker):
             from ncsearch.training._faults import kill_after_checkpoint
 
-            kill_after_checkpoint(self.step, f"checkpoint_{self.step:06d}")
+            kill_after_checkpoint(self.step, self._checkpoint_name())
 
     def _check_finite(self, loss: torch.Tensor, mlm_loss: torch.Tensor, reg_values: dict[str, float]) -> None:
         """Raise TrialError on every worker at once when any worker's loss is NaN or infinite."""
@@ -412,7 +423,7 @@ class TrainingRecipe:
             )
             _log.info("[ncsearch train] step %d/%d: %s", self.step, self.spec.train.steps, shown)
         if not save:
-            self.runtime.report(metrics)
+            self.runtime.report(self._labelled(metrics))
             return
         last = self.step >= self.spec.train.steps
         evaluate = self.evaluation is not None and last
@@ -436,6 +447,7 @@ class TrainingRecipe:
                         "world_size": self.world_size,
                         "baseline": self.spec.baseline,
                         "metrics": metrics,
+                        "run_index": self.run_index,
                         # V, as this model's token ids: held-out collapse is measured on the same set.
                         "nc3_vocab_ids": [int(i) for i in self.regularizer.index.ids.tolist()],
                     },
@@ -443,7 +455,15 @@ class TrainingRecipe:
                 exported = None if evaluate else self.baseline.export_model(self.model)  # evaluation saved it
                 write_checkpoint(Path(folder), model=exported, tokenizer=self.tokenizer, state=state)
             saved = Path(folder) if self.rank == 0 else None
-            self.runtime.report(metrics, saved, f"checkpoint_{self.step:06d}")
+            self.runtime.report(self._labelled(metrics, checkpoint=True), saved, self._checkpoint_name())
+
+    def _checkpoint_name(self) -> str:
+        return checkpoint_name(self.step, run_index=self.run_index, run_count=self.run_count)
+
+    def _labelled(self, metrics: dict[str, Any], *, checkpoint: bool = False) -> dict[str, Any]:
+        """`metrics` with this run's keys when its Train run has several (`_run_sequence.run_labels`)."""
+        return run_labels(metrics, run_index=self.run_index, run_count=self.run_count,
+                          step=self.step if checkpoint else None, final=self.step >= self.spec.train.steps)
 
     def _evaluate(self, folder: Path) -> dict[str, Any]:
         """Score the final model on every worker (`_evaluate.py`). Rank 0 saves the model into the

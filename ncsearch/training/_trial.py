@@ -4,6 +4,9 @@
 same `storage_path` and `name` resumes the run: Train V2 restores its checkpoint manager from the run
 folder, and the workers continue from the latest checkpoint (`ray.train.get_checkpoint()`). A Tune
 trial retried after a failure therefore loses at most `checkpoint_every` steps.
+
+`fit_runs` trains several concrete specs (e.g. a configuration's seeds) one after another in one
+Train run, so that they share its worker processes and their start-up (`_run_sequence.py`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from ncsearch.errors import ConfigError, NcsearchError, TrialError
 if TYPE_CHECKING:
     from ncsearch.config import SearchSpec
 
-__all__ = ["TrainOutcome", "build_trainer", "enable_train_v2", "fit_trial", "metrics_log", "read_metrics_log"]
+__all__ = ["TrainOutcome", "build_trainer", "enable_train_v2", "fit_runs", "fit_trial", "metrics_log", "read_metrics_log"]
 
 V2_ENV = "RAY_TRAIN_V2_ENABLED"
 
@@ -98,14 +101,18 @@ def build_trainer(
     max_failures: int = 0,
     num_to_keep: int = 2,
     extra_config: dict[str, Any] | None = None,
+    runs: Sequence[dict[str, Any]] | None = None,
 ) -> Any:
     """The trainer of one trial (not started; training/_lean_trainer.py: a TorchTrainer, or for one CPU
-    worker a DataParallelTrainer without the torch backend). `extra_config` is merged into the worker config."""
+    worker a DataParallelTrainer without the torch backend). `extra_config` is merged into the worker
+    config. `runs` ({"spec": ..., "evaluation": ...} each, `spec` giving the workers): train those one
+    after another instead (`_run_sequence.py`)."""
     enable_train_v2()
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
     from ncsearch.training._lean_trainer import lean_trainer
     from ncsearch.training._recipe import train_loop_per_worker
+    from ncsearch.training._run_sequence import checkpoint_config
 
     resources = spec.resources
     per_worker: dict[str, float] = {"CPU": float(resources.cpus_per_worker)}
@@ -113,6 +120,8 @@ def build_trainer(
         per_worker["GPU"] = float(resources.gpus_per_worker)
     config = {"spec": spec.to_dict(), "data_root": str(data_root), "model_path": str(model_path)}
     config.update(extra_config or {})
+    if runs:
+        config["runs"] = [dict(run) for run in runs]
     return lean_trainer(
         train_loop_per_worker,
         train_loop_config=config,
@@ -126,7 +135,7 @@ def build_trainer(
             storage_path=_storage_location(storage_path),
             callbacks=list(callbacks),
             failure_config=FailureConfig(max_failures=max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
+            checkpoint_config=CheckpointConfig(**checkpoint_config(len(runs) if runs else 1, num_to_keep=num_to_keep)),
         ),
     )
 
@@ -150,14 +159,7 @@ def fit_trial(
     ends the call; the Tune trial retry then resumes from the checkpoint). Raises TrialError with the
     worker's reason when training fails (e.g. "non-finite loss at step N: ...").
     """
-    if not spec.is_concrete():
-        raise ConfigError(f"a training run needs fixed values; still searched: {', '.join(spec.distributions())}")
-    workers = spec.resources.workers_per_trial
-    if spec.train.batch_size < workers:
-        raise ConfigError(
-            f"train.batch_size {spec.train.batch_size} is the global batch and must be at least "
-            f"resources.workers_per_trial ({workers})"
-        )
+    _check_runnable(spec)
     if model_path is None:
         from ncsearch.models import ensure_model
 
@@ -172,6 +174,79 @@ def fit_trial(
         max_failures=max_failures,
         extra_config=extra_config,
     )
+    result = _fit(trainer, name)
+    if result.checkpoint is None:
+        raise TrialError(f"training run {name!r} finished without a checkpoint")
+    return _outcome(result.checkpoint, result.metrics, storage_path)
+
+
+def fit_runs(
+    specs: Sequence[SearchSpec],
+    *,
+    data_root: str | Path,
+    storage_path: str | Path,
+    name: str,
+    evaluations: Sequence[dict[str, Any] | None] | None = None,
+    callbacks: Sequence[Any] = (),
+    model_path: str | None = None,
+    max_failures: int = 0,
+    extra_config: dict[str, Any] | None = None,
+) -> list[TrainOutcome]:
+    """Train the concrete `specs` one after another in one Train run, and return each one's final
+    checkpoint and metrics, as `fit_trial` would for it alone (`_run_sequence.py`).
+
+    The runs share the worker group, so they must agree on the model and on `resources`; each may
+    differ in anything else (seed, alpha, baseline options). `evaluations[i]` is run i's
+    `{"identity": ...}` for an evaluation after its last step (None: no evaluation). Running it again
+    with the same `storage_path` and `name` resumes: the runs that had finished are not trained again.
+    """
+    specs = list(specs)
+    if not specs:
+        raise ConfigError("fit_runs needs at least one spec")
+    first = specs[0]
+    for spec in specs:
+        _check_runnable(spec)
+        if spec.model != first.model or spec.resources != first.resources:
+            raise ConfigError("the runs of one Train run share its workers: every spec needs the same model and resources "
+                              f"(got model {spec.model!r} with {spec.resources!r}, and {first.model!r} with {first.resources!r})")
+    evaluations = list(evaluations) if evaluations is not None else [None] * len(specs)
+    if len(evaluations) != len(specs):
+        raise ConfigError(f"fit_runs got {len(specs)} specs and {len(evaluations)} evaluations")
+    if model_path is None:
+        from ncsearch.models import ensure_model
+
+        model_path = ensure_model(first.model, data_root=Path(data_root), trust_remote_code=first.trust_remote_code)
+    runs = [{"spec": spec.to_dict(), "evaluation": evaluation} for spec, evaluation in zip(specs, evaluations)]
+    trainer = build_trainer(first, data_root=data_root, storage_path=storage_path, name=name, model_path=model_path,
+                            callbacks=callbacks, max_failures=max_failures, extra_config=extra_config, runs=runs)
+    result = _fit(trainer, name)
+    if len(specs) == 1:
+        if result.checkpoint is None:
+            raise TrialError(f"training run {name!r} finished without a checkpoint")
+        return [_outcome(result.checkpoint, result.metrics, storage_path)]
+    from ncsearch.training._run_sequence import FINAL_KEEP, KEEP_KEY, RUN_KEY
+
+    finals = {int(metrics[RUN_KEY]): (checkpoint, metrics) for checkpoint, metrics in (result.best_checkpoints or [])
+              if float(metrics.get(KEEP_KEY, 0)) >= FINAL_KEEP}
+    missing = [i for i in range(len(specs)) if i not in finals]
+    if missing:
+        raise TrialError(f"training run {name!r} finished without the final checkpoint of run(s) {missing}")
+    return [_outcome(*finals[i], storage_path) for i in range(len(specs))]
+
+
+def _check_runnable(spec: SearchSpec) -> None:
+    if not spec.is_concrete():
+        raise ConfigError(f"a training run needs fixed values; still searched: {', '.join(spec.distributions())}")
+    workers = spec.resources.workers_per_trial
+    if spec.train.batch_size < workers:
+        raise ConfigError(
+            f"train.batch_size {spec.train.batch_size} is the global batch and must be at least "
+            f"resources.workers_per_trial ({workers})"
+        )
+
+
+def _fit(trainer: Any, name: str) -> Any:
+    """`trainer.fit()`'s Result, with a failure raised as TrialError (the workers' reason)."""
     from ray.train import TrainingFailedError
 
     try:
@@ -180,16 +255,19 @@ def fit_trial(
         raise TrialError(failure_reason(err)) from err
     if result.error is not None:
         raise TrialError(failure_reason(result.error)) from result.error
-    if result.checkpoint is None:
-        raise TrialError(f"training run {name!r} finished without a checkpoint")
+    return result
+
+
+def _outcome(checkpoint: Any, reported: dict[str, Any] | None, storage_path: str | Path) -> TrainOutcome:
+    """A TrainOutcome of a checkpoint in the run's storage and the metrics reported with it."""
     metrics: dict[str, Any] = {}
-    for key, value in (result.metrics or {}).items():
+    for key, value in (reported or {}).items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics[key] = float(value)
         elif isinstance(value, str):
             metrics[key] = value
     location = _storage_location(storage_path)
-    where = f"{location.split('://', 1)[0]}://{result.checkpoint.path}" if is_uri(location) else result.checkpoint.path
+    where = f"{location.split('://', 1)[0]}://{checkpoint.path}" if is_uri(location) else checkpoint.path
     return TrainOutcome(checkpoint_uri=where, metrics=metrics)
 
 
