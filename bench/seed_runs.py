@@ -17,7 +17,7 @@ suite) and the rest, the fixed costs: worker-group start, imports, model load, c
 teardown. Both ways run the same arithmetic; the bench checks that each seed's final train/loss and
 objectives agree between them.
 
-    .venv/bin/python bench/seed_runs.py --seeds 2
+    .venv/bin/python bench/seed_runs.py --seeds 2 --rounds 2
     .venv/bin/python bench/seed_runs.py --seeds 3 --steps 20     # quicker
 """
 
@@ -43,6 +43,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="override train.steps (default: the space's)")
     parser.add_argument("--space", default=str(REPO / "search_spaces" / "alpha.yaml"))
     parser.add_argument("--alpha", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat both ways, alternating which goes first (default 1: separate first)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--keep", default=None, help="keep the runs and traces in this folder")
     parser.add_argument("--json", default=None, help="also write the table to this JSON file")
@@ -70,7 +72,8 @@ def train_both_ways(args: argparse.Namespace, work: Path) -> dict:
     ray.init(num_cpus=1, include_dashboard=False, configure_logging=False, log_to_driver=False)
     try:
         trial = ray.remote(num_cpus=0)(_Trial).remote()
-        return ray.get(trial.run.remote(spec.to_dict(), args.seeds, str(data_root), str(model_path), str(work)))
+        return ray.get(trial.run.remote(spec.to_dict(), args.seeds, args.rounds, str(data_root), str(model_path),
+                                        str(work)))
     finally:
         ray.shutdown()
 
@@ -78,7 +81,7 @@ def train_both_ways(args: argparse.Namespace, work: Path) -> dict:
 class _Trial:
     """Stands in for a search's Tune trial actor: asks Ray for no CPU and calls the trainers."""
 
-    def run(self, spec_data: dict, seeds: int, data_root: str, model_path: str, work: str) -> dict:
+    def run(self, spec_data: dict, seeds: int, rounds: int, data_root: str, model_path: str, work: str) -> dict:
         sys.path.insert(0, str(REPO))
         from ncsearch.config import parse_spec
         from ncsearch.train import fit_runs, fit_trial
@@ -86,22 +89,30 @@ class _Trial:
         spec = parse_spec(spec_data)
         specs = [spec.for_replicate(r) for r in range(seeds)]
         evaluations = [{"identity": {"bench": "seed_runs", "seed": s.train.seed}} for s in specs]
-        walls: dict[str, float] = {}
-        outcomes: dict[str, list] = {"separate": []}
-        started = time.perf_counter()
-        for seeded, evaluation in zip(specs, evaluations):
-            outcomes["separate"].append(fit_trial(seeded, data_root=data_root, storage_path=Path(work, "runs"),
-                                                  name=f"separate-{seeded.train.seed}", model_path=model_path,
-                                                  extra_config={"evaluation": evaluation}))
-        walls["separate"] = time.perf_counter() - started
-        started = time.perf_counter()
-        outcomes["shared"] = fit_runs(specs, data_root=data_root, storage_path=Path(work, "runs"), name="shared",
-                                      model_path=model_path, evaluations=evaluations)
-        walls["shared"] = time.perf_counter() - started
+        storage = Path(work, "runs")
+
+        def separate(round_: int) -> list:
+            return [fit_trial(seeded, data_root=data_root, storage_path=storage, name=f"separate-{round_}-{seeded.train.seed}",
+                              model_path=model_path, extra_config={"evaluation": evaluation})
+                    for seeded, evaluation in zip(specs, evaluations)]
+
+        def shared(round_: int) -> list:
+            return fit_runs(specs, data_root=data_root, storage_path=storage, name=f"shared-{round_}",
+                            model_path=model_path, evaluations=evaluations)
+
+        walls: dict[str, float] = {"separate": 0.0, "shared": 0.0}
+        outcomes: dict[str, list] = {}
+        order: list[str] = []
+        for round_ in range(rounds):
+            for way in (("separate", "shared") if round_ % 2 == 0 else ("shared", "separate")):
+                started = time.perf_counter()
+                outcomes[way] = (separate if way == "separate" else shared)(round_)
+                walls[way] += (time.perf_counter() - started) / rounds
+                order.append(way)
         objectives = [o.base_metric for o in spec.objectives]
         values = {way: [{k: o.metrics.get(k) for k in ("train/loss", *objectives)} for o in found]
                   for way, found in outcomes.items()}
-        return {"walls": walls, "values": values, "model": spec.model, "steps": spec.train.steps}
+        return {"walls": walls, "values": values, "model": spec.model, "steps": spec.train.steps, "order": order}
 
 
 def split_fits(events: list[dict]) -> list[dict]:
@@ -140,20 +151,26 @@ def main(argv: list[str] | None = None) -> int:
                NCSEARCH_PHASE_TRACE=str(work / "trace"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                OMP_NUM_THREADS="1")
     command = [sys.executable, __file__, "--inner", str(work), "--seeds", str(args.seeds), "--space", args.space,
-               "--alpha", str(args.alpha)] + (["--steps", str(args.steps)] if args.steps else []) + (
+               "--alpha", str(args.alpha), "--rounds", str(args.rounds)] + (["--steps", str(args.steps)] if args.steps else []) + (
                ["--data-dir", args.data_dir] if args.data_dir else [])
     subprocess.run(command, env=env, check=True)
     result = json.loads((work / "result.json").read_text(encoding="utf-8"))
     events = [json.loads(line) for path in sorted((work / "trace").glob("*.jsonl"))
               for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     fits = split_fits(events)
-    separate, shared = fits[:-1], fits[-1]
-    n = args.seeds
+    # In time order, each round's fits: `seeds` single runs and one shared run, in the order the round took.
+    separate, shared, position = [], [], 0
+    for way in result["order"]:
+        taken = args.seeds if way == "separate" else 1
+        (separate if way == "separate" else shared).extend(fits[position:position + taken])
+        position += taken
+    n = args.seeds * args.rounds
     rows = {}
     for key in ("wall", "training", "evaluation", "fixed", "worker_imports", "model_load"):
-        rows[key] = (sum(f[key] for f in separate) / n, shared[key] / n)
+        rows[key] = (sum(f[key] for f in separate) / n, sum(f[key] for f in shared) / n)
     print(f"machine: {os.cpu_count()} CPUs, one Train worker of one CPU, one run at a time; model {result['model']}; "
-          f"alpha.yaml's trial at alpha={args.alpha:g}, {result['steps']} steps, its evaluation suite; {n} seeds")
+          f"alpha.yaml's trial at alpha={args.alpha:g}, {result['steps']} steps, its evaluation suite; {args.seeds} "
+          f"seeds, {args.rounds} round(s) (order: {', '.join(result['order'])})")
     print(f"{'seconds per seed':<44s}{'separate':>10s}{'shared':>10s}{'ratio':>8s}")
     labels = {"wall": "Train run wall time", "training": "training (first batch to last step)",
               "evaluation": "evaluation (the suite)", "fixed": "fixed costs (the rest)",
@@ -163,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     for way, (sep_fixed, wall) in {"separate": (rows["fixed"][0], rows["wall"][0]),
                                    "shared": (rows["fixed"][1], rows["wall"][1])}.items():
         print(f"fixed costs, {way}: {100 * sep_fixed / wall:.1f}% of a seed's Train run time")
-    print(f"search-side wall time for {n} seeds: separate {result['walls']['separate']:.1f} s, "
+    print(f"wall time for {args.seeds} seeds (mean over rounds): separate {result['walls']['separate']:.1f} s, "
           f"shared {result['walls']['shared']:.1f} s")
     same = all(abs(a[k] - b[k]) <= 1e-5 * max(1.0, abs(b[k]))
                for a, b in zip(result["values"]["separate"], result["values"]["shared"]) for k in a

@@ -5,6 +5,10 @@ that commit's source tree first on PYTHONPATH) of that commit's own alpha.yaml t
 training settings and evaluation suite as that commit ships them, with alpha on a grid of `--trials`
 values, no replicates or controls (so that commits before them accept the space), `--concurrent`
 trials at a time, one thread each. Both sides get the same adapted model path and data root.
+With `--seeds N`, each configuration is trained at N seeds: as N trials of one seed on the baseline
+side (which must know `search.replicates`), and with `search.shared_train_run` on the candidate side,
+as one trial that trains them one after another in one Ray Train run. The table is then per training
+run (seed), not per Tune trial, on both sides.
 
 Every process of the run carries the phase tracer in bench/_trace_site (see its docstring for what is
 timed and how), so old and new code are timed by the same instrumentation. The table gives seconds
@@ -29,6 +33,7 @@ per trial for each phase, and the ratio baseline / this commit (above 1: this co
     .venv/bin/python bench/trial_cost.py                       # d2dc018 vs HEAD, 4 trials, 2 at a time
     .venv/bin/python bench/trial_cost.py --trials 2 --concurrent 1 --steps 20   # quick look
     .venv/bin/python bench/trial_cost.py --only candidate --floor   # fixed costs beside bench/fit_floor.py's floor
+    .venv/bin/python bench/trial_cost.py --baseline 995712e --seeds 2   # seeds as trials vs in one Train run
 """
 
 from __future__ import annotations
@@ -59,6 +64,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--trials", type=int, default=4, help=f"alpha grid size (at most {len(ALPHAS)})")
     parser.add_argument("--concurrent", type=int, default=2)
     parser.add_argument("--steps", type=int, default=None, help="override train.steps (default: the space's)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="seeds per configuration: trials of one seed on the baseline side, one shared Train "
+                             "run (search.shared_train_run) on the candidate side (default 1)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--candidate", default="HEAD", help="commit to measure (default HEAD; committed code only)")
     parser.add_argument("--only", choices=("baseline", "candidate"), default=None, help="run one side only")
@@ -70,8 +78,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def trial_space(args: argparse.Namespace, tree: Path, model_path: str) -> dict:
-    """`tree`'s own alpha.yaml trial as a space every compared commit accepts."""
+def trial_space(args: argparse.Namespace, tree: Path, model_path: str, *, candidate: bool = True) -> dict:
+    """`tree`'s own alpha.yaml trial as a space every compared commit accepts (with `--seeds`, one that
+    knows replicates, and on the candidate side shared Train runs)."""
     raw = yaml.safe_load((tree / args.space).read_text(encoding="utf-8"))
     raw["name"] = "trial-cost"
     raw["model"] = model_path
@@ -80,6 +89,10 @@ def trial_space(args: argparse.Namespace, tree: Path, model_path: str) -> dict:
         raw["train"]["steps"] = args.steps
         raw["train"]["checkpoint_every"] = args.steps
     raw["search"] = {"algorithm": "grid", "num_samples": args.trials, "max_concurrent": args.concurrent, "seed": 0}
+    if args.seeds > 1:
+        raw["search"]["replicates"] = args.seeds
+        if candidate:
+            raw["search"]["shared_train_run"] = True
     return raw
 
 
@@ -138,7 +151,9 @@ def read_trace(folder: Path) -> list[dict]:
 
 
 def phase_table(events: list[dict], trials: int, wall: float, tokens_per_trial: float) -> dict[str, float]:
-    """Seconds per trial for each phase (see the module docstring), from one run's trace."""
+    """Seconds per trial for each phase (see the module docstring), from one run's trace. `trials`
+    counts training runs: a Train run of several (one loop, several evaluations) holds several, and
+    each later run's setup (from the previous run's evaluation to its first batch) is worker setup."""
     total: dict[str, float] = defaultdict(float)
     for event in events:
         if not event["span"]:
@@ -178,7 +193,16 @@ def phase_table(events: list[dict], trials: int, wall: float, tokens_per_trial: 
             (e["span"] and e["label"] == "eval.suite")
             or (not e["span"] and e["label"] in ("eval.model_write", "checkpoint.read"))))
         in_fit_eval += scoring
-        steps_window += loop["start"] + loop["dur"] - first_batch - scoring
+        # A shared Train run: each later run starts after the previous run's evaluation.
+        later_setup = 0.0
+        for suite in (e for e in worker if e["span"] and e["label"] == "eval.suite"):
+            suite_end = suite["start"] + suite["dur"]
+            next_batch = min((e["start"] for e in worker if e["label"] == "train.data" and e["start"] > suite_end),
+                             default=None)
+            if next_batch is not None:
+                later_setup += next_batch - suite_end
+        setup += later_setup
+        steps_window += loop["start"] + loop["dur"] - first_batch - scoring - later_setup
 
     per = 1.0 / trials
     row: dict[str, float] = {"search.wall_s": wall, "search.trials_per_hour": trials / wall * 3600.0,
@@ -328,13 +352,14 @@ def main(argv: list[str] | None = None) -> int:
     for role, tree in trees.items():
         name = commits[role]
         folder = folders[name] = work / f"run-{name}"
-        space = spaces[name] = trial_space(args, tree, model_path)
+        space = spaces[name] = trial_space(args, tree, model_path, candidate=role == "candidate")
         tokens = tokens_per_trial(space, data_root, model_path)
-        print(f"[trial_cost] {role} {name}: {args.trials} trials, {args.concurrent} at a time ...", flush=True)
+        print(f"[trial_cost] {role} {name}: {args.trials} configurations x {args.seeds} seed(s), "
+              f"{args.concurrent} trials at a time ...", flush=True)
         folder.mkdir(parents=True, exist_ok=True)  # --keep may hold a pre-seeded cache/ for a quick look
         once = warm_reference(tree, space, folder, data_root)
         wall = run_search(tree, space, folder, data_root)
-        rows[name] = phase_table(read_trace(folder), args.trials, wall, tokens)
+        rows[name] = phase_table(read_trace(folder), args.trials * args.seeds, wall, tokens)
         if once is not None:
             rows[name]["once.reference_s"] = once
         print(f"[trial_cost] {name}: {wall:.0f} s; trial: {space['train']['steps']} steps of "
@@ -349,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         rows[last]["fixed.total / floor.total"] = rows[last]["fixed.total"] / floor["floor.total"]
     print(f"machine: {os.cpu_count()} CPUs")
     show(rows, commits.get("baseline", ""))
-    checkpoints = sorted(folders[list(rows)[-1]].glob("runs/**/checkpoint_*/model"))
+    checkpoints = sorted(folders[list(rows)[-1]].glob("runs/**/*checkpoint_*/model"))
     if checkpoints:
         os.environ["NCSEARCH_CACHE_DIR"] = str(folders[list(rows)[-1]] / "cache")  # its reference table, if any
         precision = precision_rows(spaces, rows, checkpoints[0], data_root)

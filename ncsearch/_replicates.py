@@ -18,6 +18,11 @@ searcher so that:
   heard that it failed or heard the mean of fewer seeds, is added to the study again as a new,
   complete trial with the same parameters and the mean over all its seeds.
 
+With `search.shared_train_run`, a configuration's seeds are one Tune trial (and so are its
+control's), trained one after another in one Ray Train run. That trial reports one final result per
+seed (`REPLICATE_RESULT_KEY`), which this class collects as Tune passes results on; a seed without
+one when the trial ends failed. At most max_concurrent configurations are then in flight.
+
 Ray's own `Repeater` does the first part for a single metric only and forgets its groups on restore;
 this class is written for several objectives, controls and resumption.
 """
@@ -34,7 +39,13 @@ from typing import Any
 from ray.tune.search import Searcher
 from ray.tune.search.util import _set_search_properties_backwards_compatible
 
-from ncsearch._trial_driver import FINAL_KEY, ROLE_CONTROL, ROLE_TRIAL, TrialIdentity
+from ncsearch._trial_driver import (
+    FINAL_KEY,
+    REPLICATE_RESULT_KEY,
+    ROLE_CONTROL,
+    ROLE_TRIAL,
+    TrialIdentity,
+)
 from ncsearch.config import DELTA_PREFIX, parse_spec
 
 __all__ = ["ReplicatedSearch"]
@@ -80,10 +91,12 @@ class ReplicatedSearch(Searcher):
         self.replicates = replicates
         self.control = control
         self.max_concurrent = max_concurrent
-        self.max_groups = max(1, max_concurrent // replicates)
+        #: One trial per configuration (all its seeds in one Train run) instead of one per seed.
+        self.shared = bool(base.search.shared_train_run) and replicates > 1
+        self.max_groups = max(1, max_concurrent // (1 if self.shared else replicates))
         self._groups: dict[str, _Group] = {}
         self._controls: dict[str, str] = {}  # control key -> control group
-        self._trial_of: dict[str, tuple[str, int]] = {}  # trial id -> (group, replicate)
+        self._trial_of: dict[str, tuple[str, tuple[int, ...]]] = {}  # trial id -> (group, its replicates)
         self._queue: list[dict[str, Any]] = []
         self._live: set[str] = set()
         self._asked = 0
@@ -115,21 +128,32 @@ class ReplicatedSearch(Searcher):
         return self._start(trial_id, self._new_configuration(trial_id, dict(values)))
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        """Step results are training curves; Optuna hears about configurations only when they end."""
+        """Step results are training curves; Optuna hears about configurations only when they end. A
+        trial of several seeds reports each seed's final result as it is ready (module docstring)."""
+        found = self._trial_of.get(trial_id)
+        if found is None or len(found[1]) == 1 or not result.get(FINAL_KEY) or REPLICATE_RESULT_KEY not in result:
+            return
+        self._record(self._groups[found[0]], int(result[REPLICATE_RESULT_KEY]), result)
+        self._tell_finished()
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         self._live.discard(trial_id)
         if trial_id not in self._trial_of:
             return
-        group_id, replicate = self._trial_of[trial_id]
+        group_id, replicates = self._trial_of[trial_id]
         group = self._groups[group_id]
-        if error or not result or not result.get(FINAL_KEY):
-            group.failed.add(replicate)
+        if len(replicates) > 1:  # its seeds' results came one by one; those without one failed
+            group.failed.update(r for r in replicates if r not in group.results)
+        elif error or not result or not result.get(FINAL_KEY):
+            group.failed.add(replicates[0])
         else:
-            group.failed.discard(replicate)  # it failed before, and `--resume` ran it again
-            wanted = {metric.removeprefix(DELTA_PREFIX) for metric, _ in self.objectives}
-            group.results[replicate] = {m: float(result[m]) for m in wanted if isinstance(result.get(m), (int, float))}
+            self._record(group, replicates[0], result)
         self._tell_finished()
+
+    def _record(self, group: _Group, replicate: int, result: dict) -> None:
+        group.failed.discard(replicate)  # it failed before, and `--resume` ran it again
+        wanted = {metric.removeprefix(DELTA_PREFIX) for metric, _ in self.objectives}
+        group.results[replicate] = {m: float(result[m]) for m in wanted if isinstance(result.get(m), (int, float))}
 
     # ----- state (saved with Tune's experiment state; see the module docstring) --------------------
 
@@ -164,8 +188,9 @@ class ReplicatedSearch(Searcher):
 
     def _start(self, trial_id: str, config: dict[str, Any]) -> dict[str, Any]:
         identity = TrialIdentity.of(config)
-        self._groups[identity.group].trials[identity.replicate] = trial_id
-        self._trial_of[trial_id] = (identity.group, identity.replicate)
+        for replicate in identity.replicates:
+            self._groups[identity.group].trials[replicate] = trial_id
+        self._trial_of[trial_id] = (identity.group, identity.replicates)
         self._live.add(trial_id)
         return config
 
@@ -185,8 +210,13 @@ class ReplicatedSearch(Searcher):
 
         def config(group_id: str, role: str, replicate: int) -> dict[str, Any]:
             control = group.control if role == ROLE_TRIAL else None
-            return {**values, **TrialIdentity(role, group_id, replicate, control).config_keys()}
+            seeds = tuple(range(self.replicates)) if self.shared else ()
+            return {**values, **TrialIdentity(role, group_id, replicate, control, seeds).config_keys()}
 
+        if self.shared:  # one trial for all seeds, and one for the control's
+            if new_control is not None:
+                self._queue.append(config(new_control, ROLE_CONTROL, 0))
+            return config(group_id, ROLE_TRIAL, 0)
         # Seed by seed, the configuration beside its control, so that paired runs finish together.
         for replicate in range(self.replicates):
             if replicate > 0:

@@ -189,7 +189,7 @@ def _check_trial_checkpoint(layout: RunLayout, spec: SearchSpec, trial_id: str) 
     if train is None or not train.is_dir():
         return  # remote (the worker checks it), or the trial never saved a checkpoint: it starts at step 0
     snapshot = train / TRAIN_SNAPSHOT
-    saved = sorted(p.name for p in train.glob("checkpoint_*") if p.is_dir())
+    saved = sorted(p.name for p in train.glob("*checkpoint_*") if p.is_dir())  # run<i>_: a shared Train run
     if not snapshot.is_file():
         if saved:
             raise UserInputError(

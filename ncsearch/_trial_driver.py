@@ -3,14 +3,18 @@
 A Tune trial is one training run: configuration C (the searched values Optuna proposed) at
 replicate r (training seed `train.seed + r`), or C's seed-matched control (alpha = 0). Which one is
 carried in the trial's config under the `ncsearch.*` keys below, set by the replicate searcher
-(`ncsearch._replicates`); everything else in the config is a searched value.
+(`ncsearch._replicates`); everything else in the config is a searched value. With
+`search.shared_train_run`, a trial trains all of C's replicates (or its control's), one after another
+in one Ray Train run (`ncsearch.train.fit_runs`): each is still its own run, with its own final
+result, and `TrialIdentity.run_key` names it where a trial id named a run before.
 
 The trial driver only coordinates: it asks Ray for no CPU or GPU, and it reads no checkpoint. It
 launches the run on Ray Train V2, whose workers train and then evaluate the final model on their own
 devices (the spec's suite plus held-out collapse on the trial's own vocabulary V; see
 training/_evaluate.py) and store the evaluation folder in the final checkpoint. The driver checks the
 objectives and reports the final result, which carries `FINAL_KEY`, the metrics, their intervals,
-the train/* values, where the checkpoint and its evaluation folder are, and the node it ran on.
+the train/* values, where the checkpoint and its evaluation folder are, and the node it ran on; a
+trial of several replicates reports one such result per replicate (`REPLICATE_RESULT_KEY`), in order.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ __all__ = [
     "EVAL_DIR_KEY",
     "FINAL_KEY",
     "GROUP_KEY",
+    "REPLICATES_KEY",
     "REPLICATE_KEY",
+    "REPLICATE_RESULT_KEY",
     "ROLE_CONTROL",
     "ROLE_KEY",
     "ROLE_TRIAL",
@@ -46,6 +52,8 @@ __all__ = [
 ROLE_KEY = "ncsearch.role"
 GROUP_KEY = "ncsearch.group"
 REPLICATE_KEY = "ncsearch.replicate"
+#: The replicates a trial trains when it trains several (`search.shared_train_run`).
+REPLICATES_KEY = "ncsearch.replicates"
 CONTROL_KEY = "ncsearch.control"
 ROLE_TRIAL, ROLE_CONTROL = "trial", "control"
 _META_PREFIX = "ncsearch."
@@ -54,6 +62,8 @@ _META_PREFIX = "ncsearch."
 FINAL_KEY = "ncsearch/final"
 EVAL_DIR_KEY = "ncsearch/eval_dir"
 CHECKPOINT_KEY = "ncsearch/checkpoint"
+#: Which replicate a final result is of.
+REPLICATE_RESULT_KEY = "ncsearch/replicate"
 TOKENIZER_KEY = "ncsearch/tokenizer"
 
 
@@ -61,20 +71,35 @@ TOKENIZER_KEY = "ncsearch/tokenizer"
 class TrialIdentity:
     """Which run a trial is: `role` trial or control, `group` (configuration id, or control id shared
     by every configuration with the same control key), `replicate` (seed offset) and, for a
-    configuration with a control, that control's group."""
+    configuration with a control, that control's group. A trial of several runs
+    (`search.shared_train_run`) trains `seeds` (replicates, in order; `replicate` is the first)."""
 
     role: str
     group: str
     replicate: int
     control: str | None = None
+    seeds: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, config: dict[str, Any]) -> TrialIdentity:
+        seeds = tuple(int(r) for r in config.get(REPLICATES_KEY) or ())
         return cls(str(config.get(ROLE_KEY, ROLE_TRIAL)), str(config.get(GROUP_KEY, "")),
-                   int(config.get(REPLICATE_KEY, 0)), config.get(CONTROL_KEY))
+                   int(config.get(REPLICATE_KEY, seeds[0] if seeds else 0)), config.get(CONTROL_KEY), seeds)
+
+    @property
+    def replicates(self) -> tuple[int, ...]:
+        """The replicates this trial trains, in order."""
+        return self.seeds or (self.replicate,)
+
+    def run_key(self, trial_id: str, replicate: int) -> str:
+        """The name of replicate `replicate`'s run of trial `trial_id` in the search's records (its
+        MLflow run, its evaluation folder's copy): the trial id itself when the trial has one run."""
+        return trial_id if len(self.replicates) == 1 else f"{trial_id}_seed{replicate}"
 
     def config_keys(self) -> dict[str, Any]:
-        keys = {ROLE_KEY: self.role, GROUP_KEY: self.group, REPLICATE_KEY: self.replicate}
+        keys: dict[str, Any] = {ROLE_KEY: self.role, GROUP_KEY: self.group, REPLICATE_KEY: self.replicate}
+        if len(self.replicates) > 1:
+            keys[REPLICATES_KEY] = list(self.replicates)
         if self.control:
             keys[CONTROL_KEY] = self.control
         return keys
@@ -85,10 +110,11 @@ def searched_values(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if not k.startswith(_META_PREFIX)}
 
 
-def run_spec(base: SearchSpec, config: dict[str, Any]) -> SearchSpec:
-    """The concrete spec one trial trains: the searched values, its seed, alpha 0 for a control."""
+def run_spec(base: SearchSpec, config: dict[str, Any], replicate: int | None = None) -> SearchSpec:
+    """The concrete spec one trial trains (its run of `replicate`, default its first): the searched
+    values, the seed, alpha 0 for a control."""
     identity = TrialIdentity.of(config)
-    spec = base.resolve(searched_values(config)).for_replicate(identity.replicate)
+    spec = base.resolve(searched_values(config)).for_replicate(identity.replicate if replicate is None else replicate)
     return spec.as_control() if identity.role == ROLE_CONTROL else spec
 
 
@@ -181,35 +207,50 @@ def trial_driver(config: dict[str, Any], context: TrialContext) -> None:
     from ray import tune
 
     from ncsearch.paths import RunLayout
-    from ncsearch.train import fit_trial
+    from ncsearch.train import fit_runs, fit_trial
     from ncsearch.training._evaluate import EVAL_DIR, EVAL_SECONDS_KEY
     from ncsearch.training._tune_report import TrialReport
 
     base = parse_spec(context.spec, source="<search spec>")
     identity = TrialIdentity.of(config)
-    spec = run_spec(base, config)
+    replicates = identity.replicates
+    specs = [run_spec(base, config, replicate) for replicate in replicates]
     trial_id = tune.get_context().get_trial_id()
-    # What the trial's workers record in its evaluation folder besides the scores themselves.
-    recorded = {"trial_id": trial_id, **{k.removeprefix(_META_PREFIX): v for k, v in identity.config_keys().items()},
-                "seed": spec.train.seed, "alpha": spec.nc3.alpha, "params": searched_values(config),
-                "control_key": spec.control_key()}
+    # What the trial's workers record in each evaluation folder besides the scores themselves.
+    shared = {"trial_id": trial_id, **{k.removeprefix(_META_PREFIX): v for k, v in identity.config_keys().items()},
+              "params": searched_values(config), "control_key": specs[0].control_key()}
+    shared.pop("replicates", None)
+    recorded = [{**shared, "replicate": replicate, "seed": spec.train.seed, "alpha": spec.nc3.alpha}
+                for replicate, spec in zip(replicates, specs)]
+    common: dict[str, Any] = {"data_root": context.data_root, "storage_path": context.train_storage(trial_id),
+                              "name": RunLayout.TRAIN_RUN, "callbacks": [TrialReport()],
+                              "model_path": context.model_path, "max_failures": base.search.worker_restarts}
 
     start = time.perf_counter()
-    outcome = fit_trial(spec, data_root=context.data_root, storage_path=context.train_storage(trial_id),
-                        name=RunLayout.TRAIN_RUN, callbacks=[TrialReport()], model_path=context.model_path,
-                        max_failures=base.search.worker_restarts,
-                        extra_config={"evaluation": {"identity": recorded}, "assets": context.assets})
+    if len(specs) == 1:
+        outcomes = [fit_trial(specs[0], **common,
+                              extra_config={"evaluation": {"identity": recorded[0]}, "assets": context.assets})]
+    else:
+        outcomes = fit_runs(specs, **common, evaluations=[{"identity": r} for r in recorded],
+                            extra_config={"assets": context.assets})
     seconds = time.perf_counter() - start
-    metrics = outcome.metrics
-    eval_s = float(metrics.get(EVAL_SECONDS_KEY, math.nan))
+    eval_times = [float(o.metrics.get(EVAL_SECONDS_KEY, math.nan)) for o in outcomes]
+    eval_total = sum(t for t in eval_times if math.isfinite(t))
 
-    bad = [o.base_metric for o in base.objectives
-           if not isinstance(metrics.get(o.base_metric), (int, float)) or not math.isfinite(metrics[o.base_metric])]
-    if bad:
-        raise TrialError("objective metric(s) missing or not finite after evaluation: "
-                         + ", ".join(f"{m}={metrics.get(m)!r}" for m in bad))
-    final: dict[str, Any] = dict(metrics)
-    final["time/train_s"] = seconds - eval_s if math.isfinite(eval_s) else seconds
-    final.update({FINAL_KEY: 1.0, EVAL_DIR_KEY: f"{outcome.checkpoint_uri}/{EVAL_DIR}",
-                  CHECKPOINT_KEY: outcome.checkpoint_uri, "step": int(metrics.get("step", spec.train.steps))})
-    tune.report(final)
+    failures = []
+    for replicate, spec, outcome in zip(replicates, specs, outcomes):
+        metrics = outcome.metrics
+        bad = [o.base_metric for o in base.objectives
+               if not isinstance(metrics.get(o.base_metric), (int, float)) or not math.isfinite(metrics[o.base_metric])]
+        if bad:
+            failures.append(", ".join(f"{m}={metrics.get(m)!r}" for m in bad)
+                            + (f" (seed {spec.train.seed})" if len(specs) > 1 else ""))
+            continue
+        final: dict[str, Any] = dict(metrics)
+        final["time/train_s"] = (seconds - eval_total) / len(specs)  # a shared Train run's: split evenly
+        final.update({FINAL_KEY: 1.0, EVAL_DIR_KEY: f"{outcome.checkpoint_uri}/{EVAL_DIR}",
+                      CHECKPOINT_KEY: outcome.checkpoint_uri, REPLICATE_RESULT_KEY: replicate,
+                      "step": int(metrics.get("step", spec.train.steps))})
+        tune.report(final)
+    if failures:
+        raise TrialError("objective metric(s) missing or not finite after evaluation: " + "; ".join(failures))

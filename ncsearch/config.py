@@ -422,6 +422,13 @@ class SearchAlgoSpec(_Strict):
     checks (a non-finite loss, a vocabulary the tokenizer cannot supply) would fail again and are not
     restarted. `max_failures` is Tune's budget of further attempts of a trial that still failed;
     each one resumes from the trial's last checkpoint too.
+
+    `shared_train_run`: train all `replicates` seeds of a configuration (and of a control) one after
+    another in one Tune trial and one Ray Train run, instead of one trial per seed. The worker
+    processes then start once per configuration, not once per seed (their imports are most of a
+    trial's fixed costs; bench/seed_runs.py), but a configuration's seeds no longer train side by
+    side, so Optuna hears each configuration later. Each seed keeps its own MLflow run, checkpoint
+    and evaluation, with the same numbers either way.
     """
 
     algorithm: Literal["tpe", "nsga2", "random", "grid"] = "tpe"
@@ -432,6 +439,7 @@ class SearchAlgoSpec(_Strict):
     seed: Annotated[int, Field(ge=0)] = 0
     max_failures: Annotated[int, Field(ge=0)] = 1
     worker_restarts: Annotated[int, Field(ge=0)] = 1
+    shared_train_run: bool = False
     time_budget_s: Annotated[float, Field(gt=0)] | None = None
 
 
@@ -860,6 +868,8 @@ def describe(spec: SearchSpec) -> str:
     runs = f"{spec.search.replicates} seed(s) per configuration"
     if spec.search.control:
         runs += ", each with a seed-matched alpha = 0 control"
+    if spec.search.shared_train_run and spec.search.replicates > 1:
+        runs += "; a configuration's seeds train one after another in one Ray Train run"
     lines.append(f"runs: {runs}")
     lines.append("eval: " + ", ".join(spec.eval.benchmark_names()))
     return "\n".join(lines)

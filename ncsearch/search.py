@@ -64,7 +64,7 @@ _FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLEL
                   "NCSEARCH_ADAPT_STEPS", "NCSEARCH_DATA_DIR", "RAY_TRAIN_V2_ENABLED",
                   "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", NO_AUTOSCALER_ENV,
                   # fault injection for drills and tests (training/_faults.py)
-                  "NCSEARCH_FAULT_KILL_AT_STEP", "NCSEARCH_FAULT_KILL_MARKER")
+                  "NCSEARCH_FAULT_KILL_AT_STEP", "NCSEARCH_FAULT_KILL_MARKER", "NCSEARCH_FAULT_KILL_IN_RUN")
 #: Ray Train V2's controller polls its workers this often (Ray's default: 2 s); a finished trial's
 #: worker group is torn down only at the next poll, so a short interval saves ~1 s per trial.
 _TRAIN_POLL_S = "0.25"
@@ -378,6 +378,9 @@ def _finish(spec: SearchSpec, layout: RunLayout, tracker: Any, plan: Any, wall: 
 
     _wait_for_tracking(tracker, echo)
     record = load_search(tracker.experiment, tracking_uri=tracker.tracking_uri, parent_run_id=tracker.parent_run_id)
+    if spec.search.shared_train_run and spec.search.replicates > 1:  # a Tune trial ran several seeds: count runs
+        finished = sum(1 for run in record.runs if run.status == "FINISHED")
+        failed = sum(1 for run in record.runs if run.status == "FAILED")
     proposed = sum(1 for g in record.groups.values() if g.role == "trial")
     searcher_done = proposed >= plan.num_samples and unfinished == 0
     budget = spec.search.time_budget_s

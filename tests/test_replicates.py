@@ -151,3 +151,44 @@ def test_a_failed_seed_that_finishes_on_resume_reaches_optuna_as_a_new_trial(tmp
         assert trial.params == original.params
         assert trial.values == pytest.approx([60.5 + trial.params["nc3.alpha"] / 10, 99.5])  # both seeds now
     assert study.trials[1].values == pytest.approx([60.0 + study.trials[1].params["nc3.alpha"] / 10, 100.0])  # seed 0 only
+
+
+def test_a_shared_train_run_is_one_trial_per_configuration_and_hears_each_seed_as_it_ends(tmp_path):
+    """search.shared_train_run: a configuration's seeds are one trial, its control's another; the
+    trial's per-seed final results (in on_trial_result) are what Optuna's mean is made of, a seed
+    without one when the trial ends failed, and --resume's rerun that finishes it reaches Optuna again."""
+    from ncsearch._trial_driver import REPLICATE_RESULT_KEY
+
+    spec = _spec(shared_train_run=True, max_concurrent=2)
+    search = _searcher(spec, tmp_path, name="shared")
+    asked, last = _drain(search)
+    identities = [TrialIdentity.of(c) for _, c in asked]
+    # max_concurrent 2, one trial per configuration: both configurations start, the control once
+    assert [(i.role, i.replicates) for i in identities] == [("trial", (0, 1)), ("control", (0, 1))] and last is None
+    for trial_id, config in asked:
+        identity = TrialIdentity.of(config)
+        for replicate in identity.replicates:
+            seed = TrialIdentity(identity.role, identity.group, replicate)
+            search.on_trial_result(trial_id, {**_result(seed, searched_values(config)["nc3.alpha"]),
+                                              REPLICATE_RESULT_KEY: replicate})
+        search.on_trial_complete(trial_id, {FINAL_KEY: 1.0})
+    (second, config), = _drain(search, start=10)[0]
+    assert TrialIdentity.of(config).replicates == (0, 1) and TrialIdentity.of(config).control == identities[1].group
+    alpha = searched_values(config)["nc3.alpha"]
+    search.on_trial_result(second, {**_result(TrialIdentity("trial", "c002", 0), alpha), REPLICATE_RESULT_KEY: 0})
+    search.on_trial_complete(second, None, error=True)  # seed 1 never reported: it failed
+    assert search.suggest("t99") == Searcher.FINISHED
+    study = optuna.load_study(study_name="shared", storage=f"sqlite:///{tmp_path}/optuna.db")
+    by_alpha = {t.params["nc3.alpha"]: t.values for t in study.trials}
+    first_alpha = searched_values(asked[0][1])["nc3.alpha"]
+    assert by_alpha[first_alpha] == pytest.approx([60.5 + first_alpha / 10, 99.5])  # mean over both seeds
+    assert by_alpha[alpha] == pytest.approx([60.0 + alpha / 10, 100.0])  # seed 0 only
+
+    # --resume runs the trial again: it reports seed 0 again and seed 1 for the first time
+    for replicate in (0, 1):
+        search.on_trial_result(second, {**_result(TrialIdentity("trial", "c002", replicate), alpha),
+                                        REPLICATE_RESULT_KEY: replicate})
+    search.on_trial_complete(second, {FINAL_KEY: 1.0})
+    study = optuna.load_study(study_name="shared", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert len(study.trials) == 3 and study.trials[2].user_attrs["ncsearch.seeds"] == 2
+    assert study.trials[2].values == pytest.approx([60.5 + alpha / 10, 99.5])

@@ -15,7 +15,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from conftest_search import run
+from conftest_search import SMOKE, run
 
 ICAT, PPPL = "stereoset/gender/icat", "perplexity/pppl_sampled"
 
@@ -161,3 +161,47 @@ def test_the_search_starts_only_the_processes_its_trials_use(smoke):
     started = smoke["ray_workers"]
     assert set(started) == {"ImplicitFunc", "RayTrainWorker", "SynchronizationActor"}, started
     assert started["RayTrainWorker"] == started["SynchronizationActor"] == 6 and started["ImplicitFunc"] <= 6, started
+
+
+def _seed_runs_by_run(runs) -> dict[tuple[str, str, str], object]:
+    """Seed runs keyed by (kind, alpha, replicate)."""
+    return {(r.data.tags["ncsearch.kind"], r.data.params["nc3.alpha"], r.data.tags["ncsearch.replicate"]): r
+            for r in runs if r.data.tags.get("ncsearch.role") == "seed"}
+
+
+def test_a_shared_train_run_trains_a_configurations_seeds_in_one_trial_to_the_same_numbers(smoke, tmp_path):
+    """search.shared_train_run: the `smoke` fixture's search at one of its alphas, with the
+    configuration's (and the control's) two seeds trained one after another in one Tune trial and one
+    Ray Train run. The 4 seeds still get their own MLflow runs and evaluation folders, with the numbers
+    of the fixture's runs of the same seeds."""
+    from mlflow import MlflowClient
+
+    proc = run("run", str(SMOKE), "--storage", str(tmp_path), "--set", "search.shared_train_run=true",
+               "--set", "nc3.alpha={grid: [10.0]}")
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    assert "4 runs finished, 0 failed (1 configurations)" in out
+    run_dir = tmp_path / "smoke"
+    identities = _identities(run_dir)
+    assert len(identities) == 4 and len({i["trial_id"] for i in identities}) == 2  # 2 trials of 2 seeds
+    for trial_id in {i["trial_id"] for i in identities}:
+        finals = sorted(p.name for p in (run_dir / "trials" / trial_id / "train").glob("run*_checkpoint_*"))
+        assert finals == ["run0_checkpoint_000004", "run1_checkpoint_000004"], finals
+    assert out.count(" seeds 0, 1 (trial ") == 2 and out.count(" finished (") == 4
+
+    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("smoke")
+    shared = _seed_runs_by_run(client.search_runs([exp.experiment_id], max_results=1000))
+    alone = {key: r for key, r in _seed_runs_by_run(smoke["runs"]).items() if key[1] in ("10.0", "0.0")}
+    assert sorted(shared) == sorted(alone) and len(shared) == 4
+    for key, run_ in shared.items():
+        assert run_.info.status == "FINISHED"
+        for metric in (ICAT, PPPL, "train/loss", "train/unc3"):
+            assert run_.data.metrics[metric] == pytest.approx(alone[key].data.metrics[metric], rel=1e-5), (key, metric)
+        history = client.get_metric_history(run_.info.run_id, "train/loss")
+        assert sorted(m.step for m in history) == [2, 4]  # its own curve, not its twin seed's
+    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    (told,) = study.trials  # Optuna heard the configuration once, the mean over its two seeds
+    seeds = [r for key, r in shared.items() if key[0] == "trial"]
+    assert told.state.name == "COMPLETE" and len(seeds) == 2
+    assert told.values == pytest.approx([sum(r.data.metrics[m] for r in seeds) / 2 for m in (ICAT, PPPL)], rel=1e-9)

@@ -13,6 +13,7 @@ not yet timed on an idle machine.
 
 from __future__ import annotations
 
+import pytest
 from mlflow import MlflowClient
 
 from conftest_search import SMOKE, run
@@ -67,3 +68,51 @@ def test_worker_sigkill_restarts_the_worker_group_from_its_checkpoint(tmp_path):
     worst = max(deltas, key=deltas.get)
     print(f"resumed from step 2; {len(deltas)} values compared, max |delta| {deltas[worst]:.3g} ({worst})")
     assert deltas[worst] <= 1e-5, worst
+
+
+@pytest.mark.slow
+def test_a_worker_sigkill_in_a_shared_train_run_resumes_its_seed_and_keeps_the_finished_one(tmp_path):
+    """The drill above with search.shared_train_run and 2 seeds: each trial trains seed 0, then seed 1,
+    in one Ray Train run. The worker is killed after seed 1's step-2 checkpoint; the restarted group
+    skips seed 0 (its final checkpoint is kept, its curve has no second pass) and resumes seed 1 at
+    step 2. Both seeds end with their twins' numbers."""
+    marker = tmp_path / "killed"
+    proc = run("run", str(SMOKE), "--storage", str(tmp_path), *_replace(ARGS, "search.replicates=1", "search.replicates=2"),
+               "--set", "search.shared_train_run=true",
+               extra_env={"NCSEARCH_FAULT_KILL_AT_STEP": "2", "NCSEARCH_FAULT_KILL_IN_RUN": "1",
+                          "NCSEARCH_FAULT_KILL_MARKER": str(marker)})
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    assert marker.read_text().endswith("killed after run1_checkpoint_000002\n")
+    assert "4 runs finished, 0 failed" in out
+    assert out.count("worker group restarted (1 so far), resumed from step 2") == 1
+    assert "crashed, retrying" not in out
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'smoke' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("smoke")
+    seeds = client.search_runs([exp.experiment_id], filter_string="tags.`ncsearch.role` = 'seed'")
+    assert len(seeds) == 4 and all(c.info.status == "FINISHED" for c in seeds)
+    by = {(c.data.tags["ncsearch.worker_restarts"], c.data.tags["ncsearch.replicate"]): c for c in seeds}
+    assert sorted(by) == [("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")]
+
+    def history(run_id: str, key: str) -> list[tuple[int, float]]:
+        return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+    assert history(by["1", "0"].info.run_id, "train/resumed_from") == [(1, 0), (2, 0), (3, 0), (4, 0)]  # not again
+    assert history(by["1", "1"].info.run_id, "train/resumed_from") == [(1, 0), (2, 0), (3, 2), (4, 2)]
+    worst = 0.0
+    for replicate in ("0", "1"):
+        killed, twin = by["1", replicate], by["0", replicate]
+        keys = sorted(k for k in twin.data.metrics if k.startswith("train/") and k not in NOT_COMPARED)
+        for key in keys:
+            mine, ref = history(killed.info.run_id, key), history(twin.info.run_id, key)
+            assert [s for s, _ in mine] == [s for s, _ in ref] == [1, 2, 3, 4], (replicate, key)
+            worst = max([worst] + [abs(a - b) for (_, a), (_, b) in zip(mine, ref)])
+        final = sorted(k for k in twin.data.metrics if not k.startswith(("train/", "time/")))
+        assert "stereoset/gender/icat" in final
+        worst = max([worst] + [abs(killed.data.metrics[k] - twin.data.metrics[k]) for k in final])
+    assert worst <= 1e-5, worst
+
+
+def _replace(args: list[str], old: str, new: str) -> list[str]:
+    return [new if a == old else a for a in args]

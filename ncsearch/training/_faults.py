@@ -9,7 +9,10 @@ not itself start from a checkpoint, so the restarted group does not kill again.
 `NCSEARCH_FAULT_KILL_MARKER=path` (a file on the workers' machine) makes it fire once in all: the
 worker that creates the file is killed, every later one (the other trials of the search) runs on.
 
-`ncsearch run` forwards both to its Ray workers. They are for drills and tests only.
+`NCSEARCH_FAULT_KILL_IN_RUN=i`: in a Train run of several runs (`_run_sequence.py`), only run i's
+step-k checkpoint fires it (default: the first run that reaches one).
+
+`ncsearch run` forwards all three to its Ray workers. They are for drills and tests only.
 """
 
 from __future__ import annotations
@@ -19,19 +22,24 @@ import os
 import signal
 import time
 
-__all__ = ["KILL_AT_STEP_ENV", "KILL_MARKER_ENV", "kill_after_checkpoint"]
+__all__ = ["KILL_AT_STEP_ENV", "KILL_IN_RUN_ENV", "KILL_MARKER_ENV", "kill_after_checkpoint"]
 
 KILL_AT_STEP_ENV = "NCSEARCH_FAULT_KILL_AT_STEP"
 KILL_MARKER_ENV = "NCSEARCH_FAULT_KILL_MARKER"
+KILL_IN_RUN_ENV = "NCSEARCH_FAULT_KILL_IN_RUN"
 
 _log = logging.getLogger(__name__)
 
 
-def kill_after_checkpoint(step: int, checkpoint_dir_name: str, *, timeout_s: float = 120.0) -> None:
-    """SIGKILL this Ray Train worker if `NCSEARCH_FAULT_KILL_AT_STEP` names `step` (see the module
-    docstring); call on rank 0 right after reporting the checkpoint `checkpoint_dir_name`."""
+def kill_after_checkpoint(step: int, checkpoint_dir_name: str, *, run_index: int = 0, timeout_s: float = 120.0) -> None:
+    """SIGKILL this Ray Train worker if `NCSEARCH_FAULT_KILL_AT_STEP` names `step` (and
+    `NCSEARCH_FAULT_KILL_IN_RUN`, when set, `run_index`; see the module docstring); call on rank 0
+    right after reporting the checkpoint `checkpoint_dir_name`."""
     wanted = os.environ.get(KILL_AT_STEP_ENV, "").strip()
     if not wanted or int(wanted) != step:
+        return
+    in_run = os.environ.get(KILL_IN_RUN_ENV, "").strip()
+    if in_run and int(in_run) != run_index:
         return
     marker = os.environ.get(KILL_MARKER_ENV, "").strip()
     if marker:

@@ -396,7 +396,7 @@ class TrainingRecipe:
         if saved and self.rank == 0 and isinstance(self.runtime, RayWorker):
             from ncsearch.training._faults import kill_after_checkpoint
 
-            kill_after_checkpoint(self.step, self._checkpoint_name())
+            kill_after_checkpoint(self.step, self._checkpoint_name(), run_index=self.run_index)
 
     def _check_finite(self, loss: torch.Tensor, mlm_loss: torch.Tensor, reg_values: dict[str, float]) -> None:
         """Raise TrialError on every worker at once when any worker's loss is NaN or infinite."""
