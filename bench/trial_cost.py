@@ -8,7 +8,8 @@ trials at a time, one thread each. Both sides get the same adapted model path an
 With `--seeds N`, each configuration is trained at N seeds: as N trials of one seed on the baseline
 side (which must know `search.replicates`), and with `search.shared_train_run` on the candidate side,
 as one trial that trains them one after another in one Ray Train run. The table is then per training
-run (seed), not per Tune trial, on both sides.
+run (seed), not per Tune trial, on both sides. `--baseline-seeds 1` keeps the baseline at one seed per
+configuration (a commit from before replicates, such as d2dc018).
 
 Every process of the run carries the phase tracer in bench/_trace_site (see its docstring for what is
 timed and how), so old and new code are timed by the same instrumentation. The table gives seconds
@@ -34,6 +35,7 @@ per trial for each phase, and the ratio baseline / this commit (above 1: this co
     .venv/bin/python bench/trial_cost.py --trials 2 --concurrent 1 --steps 20   # quick look
     .venv/bin/python bench/trial_cost.py --only candidate --floor   # fixed costs beside bench/fit_floor.py's floor
     .venv/bin/python bench/trial_cost.py --baseline 995712e --seeds 2   # seeds as trials vs in one Train run
+    .venv/bin/python bench/trial_cost.py --seeds 2 --baseline-seeds 1   # d2dc018 (one seed) vs shared runs
 """
 
 from __future__ import annotations
@@ -67,6 +69,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=1,
                         help="seeds per configuration: trials of one seed on the baseline side, one shared Train "
                              "run (search.shared_train_run) on the candidate side (default 1)")
+    parser.add_argument("--baseline-seeds", type=int, default=None,
+                        help="seeds per configuration on the baseline side (default: --seeds; 1 for a commit "
+                             "without replicates)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--candidate", default="HEAD", help="commit to measure (default HEAD; committed code only)")
     parser.add_argument("--only", choices=("baseline", "candidate"), default=None, help="run one side only")
@@ -76,6 +81,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="also run bench/fit_floor.py (same trials and concurrency) and print the candidate's "
                              "fixed costs beside that floor")
     return parser.parse_args(argv)
+
+
+def side_seeds(args: argparse.Namespace, role: str) -> int:
+    """Seeds per configuration on side `role`."""
+    if role == "baseline" and args.baseline_seeds is not None:
+        return args.baseline_seeds
+    return args.seeds
 
 
 def trial_space(args: argparse.Namespace, tree: Path, model_path: str, *, candidate: bool = True) -> dict:
@@ -89,8 +101,9 @@ def trial_space(args: argparse.Namespace, tree: Path, model_path: str, *, candid
         raw["train"]["steps"] = args.steps
         raw["train"]["checkpoint_every"] = args.steps
     raw["search"] = {"algorithm": "grid", "num_samples": args.trials, "max_concurrent": args.concurrent, "seed": 0}
-    if args.seeds > 1:
-        raw["search"]["replicates"] = args.seeds
+    seeds = side_seeds(args, "candidate" if candidate else "baseline")
+    if seeds > 1:
+        raw["search"]["replicates"] = seeds
         if candidate:
             raw["search"]["shared_train_run"] = True
     return raw
@@ -354,12 +367,12 @@ def main(argv: list[str] | None = None) -> int:
         folder = folders[name] = work / f"run-{name}"
         space = spaces[name] = trial_space(args, tree, model_path, candidate=role == "candidate")
         tokens = tokens_per_trial(space, data_root, model_path)
-        print(f"[trial_cost] {role} {name}: {args.trials} configurations x {args.seeds} seed(s), "
+        print(f"[trial_cost] {role} {name}: {args.trials} configurations x {side_seeds(args, role)} seed(s), "
               f"{args.concurrent} trials at a time ...", flush=True)
         folder.mkdir(parents=True, exist_ok=True)  # --keep may hold a pre-seeded cache/ for a quick look
         once = warm_reference(tree, space, folder, data_root)
         wall = run_search(tree, space, folder, data_root)
-        rows[name] = phase_table(read_trace(folder), args.trials * args.seeds, wall, tokens)
+        rows[name] = phase_table(read_trace(folder), args.trials * side_seeds(args, role), wall, tokens)
         if once is not None:
             rows[name]["once.reference_s"] = once
         print(f"[trial_cost] {name}: {wall:.0f} s; trial: {space['train']['steps']} steps of "
