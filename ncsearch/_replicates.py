@@ -164,6 +164,10 @@ class ReplicatedSearch(Searcher):
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.shared = state.get("shared", False)
+        # A state saved before shared Train runs kept one replicate per trial.
+        self._trial_of = {trial: (group, tuple(r) if isinstance(r, (tuple, list)) else (int(r),))
+                          for trial, (group, r) in self._trial_of.items()}
 
     def save(self, checkpoint_path: str) -> None:
         with tempfile.TemporaryDirectory() as folder:

@@ -192,3 +192,25 @@ def test_a_shared_train_run_is_one_trial_per_configuration_and_hears_each_seed_a
     study = optuna.load_study(study_name="shared", storage=f"sqlite:///{tmp_path}/optuna.db")
     assert len(study.trials) == 3 and study.trials[2].user_attrs["ncsearch.seeds"] == 2
     assert study.trials[2].values == pytest.approx([60.5 + alpha / 10, 99.5])
+
+
+def test_a_state_saved_with_one_replicate_per_trial_still_restores(tmp_path):
+    """Searcher states saved before shared Train runs map a trial to one replicate, not a tuple."""
+    spec = _spec(control=False, max_concurrent=2)
+    search = _searcher(spec, tmp_path, name="old")
+    asked, _ = _drain(search)
+    import pickle
+
+    path = tmp_path / "searcher.pkl"
+    search.save(str(path))
+    saved = pickle.loads(path.read_bytes())
+    state = saved["state"]
+    state["_trial_of"] = {trial: (group, replicates[0]) for trial, (group, replicates) in state["_trial_of"].items()}
+    state.pop("shared")
+    path.write_bytes(pickle.dumps(saved))
+    again = _searcher(spec, tmp_path, name="old")
+    again.restore(str(path))
+    for trial_id, config in asked:
+        again.on_trial_complete(trial_id, _result(TrialIdentity.of(config), searched_values(config)["nc3.alpha"]))
+    study = optuna.load_study(study_name="old", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]
