@@ -92,7 +92,7 @@ class ReplicatedSearch(Searcher):
         self.control = control
         self.max_concurrent = max_concurrent
         #: One trial per configuration (all its seeds in one Train run) instead of one per seed.
-        self.shared = bool(base.search.shared_train_run) and replicates > 1
+        self.shared = base.search.shared_train_run and replicates > 1
         self.max_groups = max(1, max_concurrent // (1 if self.shared else replicates))
         self._groups: dict[str, _Group] = {}
         self._controls: dict[str, str] = {}  # control key -> control group

@@ -91,14 +91,19 @@ class TrialIdentity:
         """The replicates this trial trains, in order."""
         return self.seeds or (self.replicate,)
 
+    @property
+    def shared(self) -> bool:
+        """Whether this trial trains several replicates, one after another in one Train run."""
+        return len(self.replicates) > 1
+
     def run_key(self, trial_id: str, replicate: int) -> str:
         """The name of replicate `replicate`'s run of trial `trial_id` in the search's records (its
         MLflow run, its evaluation folder's copy): the trial id itself when the trial has one run."""
-        return trial_id if len(self.replicates) == 1 else f"{trial_id}_seed{replicate}"
+        return f"{trial_id}_seed{replicate}" if self.shared else trial_id
 
     def config_keys(self) -> dict[str, Any]:
         keys: dict[str, Any] = {ROLE_KEY: self.role, GROUP_KEY: self.group, REPLICATE_KEY: self.replicate}
-        if len(self.replicates) > 1:
+        if self.shared:
             keys[REPLICATES_KEY] = list(self.replicates)
         if self.control:
             keys[CONTROL_KEY] = self.control

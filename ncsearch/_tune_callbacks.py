@@ -163,7 +163,7 @@ class TrackingCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         identity = TrialIdentity.of(trial.config)
         if result.get(FINAL_KEY):
-            if len(identity.replicates) > 1:
+            if identity.shared:
                 self._finish_seed(trial, identity, result)
             return
         if "step" not in result:
@@ -187,7 +187,7 @@ class TrackingCallback(Callback):
         counts[:] = [counts[0] + counts[1], 0]  # Tune retries the trial: a new Train run counts from 0
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if len(TrialIdentity.of(trial.config).replicates) == 1:  # several: each seed finished with its result
+        if not TrialIdentity.of(trial.config).shared:  # shared: each seed finished with its result
             self._finish_run(trial.trial_id, trial.trial_id, trial.last_result or {})
         self._summarise_ready(trials, ended=trial)
 
@@ -267,7 +267,7 @@ class TrackingCallback(Callback):
 
     def _seed_state(self, trial: Any, key: str, ended: Any) -> tuple[bool | None, dict]:
         """(True finished / False failed / None still going, its final result) of run `key` of `trial`."""
-        if len(TrialIdentity.of(trial.config).replicates) > 1:
+        if TrialIdentity.of(trial.config).shared:
             if key in self._finals:
                 return True, self._finals[key]
             done = trial is ended or trial.status in ("TERMINATED", "ERROR")
@@ -335,7 +335,7 @@ class ProgressCallback(Callback):
     @staticmethod
     def _name(trial: Any, replicate: int | None = None) -> str:
         identity = TrialIdentity.of(trial.config)
-        if replicate is None and len(identity.replicates) > 1:
+        if replicate is None and identity.shared:
             return f"{identity.group} seeds {', '.join(map(str, identity.replicates))} (trial {trial.trial_id})"
         return f"{identity.group} seed {identity.replicate if replicate is None else replicate} (trial {trial.trial_id})"
 
@@ -349,7 +349,7 @@ class ProgressCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         identity = TrialIdentity.of(trial.config)
         if result.get(FINAL_KEY):
-            if len(identity.replicates) > 1:
+            if identity.shared:
                 self._finished(trial, int(result[REPLICATE_RESULT_KEY]), result)
             return
         if "step" not in result:
@@ -366,7 +366,7 @@ class ProgressCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         identity = TrialIdentity.of(trial.config)
-        if len(identity.replicates) == 1:  # several: each seed's line came with its result
+        if not identity.shared:  # shared: each seed's line came with its result
             self._finished(trial, identity.replicate, trial.last_result or {})
 
     def _finished(self, trial: Any, replicate: int, result: dict) -> None:

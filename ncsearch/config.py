@@ -442,6 +442,11 @@ class SearchAlgoSpec(_Strict):
     shared_train_run: bool = False
     time_budget_s: Annotated[float, Field(gt=0)] | None = None
 
+    @property
+    def shares_train_runs(self) -> bool:
+        """Whether a Tune trial trains several seeds (`shared_train_run` with more than one replicate)."""
+        return self.shared_train_run and self.replicates > 1
+
 
 #: URI schemes a trial storage may use: those pyarrow's filesystems (and so Ray Train) understand.
 #: `file://` is a local folder addressed as a URI: it is read back through pyarrow like a remote store.
@@ -868,7 +873,7 @@ def describe(spec: SearchSpec) -> str:
     runs = f"{spec.search.replicates} seed(s) per configuration"
     if spec.search.control:
         runs += ", each with a seed-matched alpha = 0 control"
-    if spec.search.shared_train_run and spec.search.replicates > 1:
+    if spec.search.shares_train_runs:
         runs += "; a configuration's seeds train one after another in one Ray Train run"
     lines.append(f"runs: {runs}")
     lines.append("eval: " + ", ".join(spec.eval.benchmark_names()))

@@ -378,7 +378,7 @@ def _finish(spec: SearchSpec, layout: RunLayout, tracker: Any, plan: Any, wall: 
 
     _wait_for_tracking(tracker, echo)
     record = load_search(tracker.experiment, tracking_uri=tracker.tracking_uri, parent_run_id=tracker.parent_run_id)
-    if spec.search.shared_train_run and spec.search.replicates > 1:  # a Tune trial ran several seeds: count runs
+    if spec.search.shares_train_runs:  # a Tune trial ran several seeds: count runs
         finished = sum(1 for run in record.runs if run.status == "FINISHED")
         failed = sum(1 for run in record.runs if run.status == "FAILED")
     proposed = sum(1 for g in record.groups.values() if g.role == "trial")

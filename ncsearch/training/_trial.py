@@ -160,16 +160,12 @@ def fit_trial(
     worker's reason when training fails (e.g. "non-finite loss at step N: ...").
     """
     _check_runnable(spec)
-    if model_path is None:
-        from ncsearch.models import ensure_model
-
-        model_path = ensure_model(spec.model, data_root=Path(data_root), trust_remote_code=spec.trust_remote_code)
     trainer = build_trainer(
         spec,
         data_root=data_root,
         storage_path=storage_path,
         name=name,
-        model_path=model_path,
+        model_path=_model_path(spec, data_root, model_path),
         callbacks=callbacks,
         max_failures=max_failures,
         extra_config=extra_config,
@@ -212,12 +208,9 @@ def fit_runs(
     evaluations = list(evaluations) if evaluations is not None else [None] * len(specs)
     if len(evaluations) != len(specs):
         raise ConfigError(f"fit_runs got {len(specs)} specs and {len(evaluations)} evaluations")
-    if model_path is None:
-        from ncsearch.models import ensure_model
-
-        model_path = ensure_model(first.model, data_root=Path(data_root), trust_remote_code=first.trust_remote_code)
     runs = [{"spec": spec.to_dict(), "evaluation": evaluation} for spec, evaluation in zip(specs, evaluations)]
-    trainer = build_trainer(first, data_root=data_root, storage_path=storage_path, name=name, model_path=model_path,
+    trainer = build_trainer(first, data_root=data_root, storage_path=storage_path, name=name,
+                            model_path=_model_path(first, data_root, model_path),
                             callbacks=callbacks, max_failures=max_failures, extra_config=extra_config, runs=runs)
     result = _fit(trainer, name)
     if len(specs) == 1:
@@ -232,6 +225,15 @@ def fit_runs(
     if missing:
         raise TrialError(f"training run {name!r} finished without the final checkpoint of run(s) {missing}")
     return [_outcome(*finals[i], storage_path) for i in range(len(specs))]
+
+
+def _model_path(spec: SearchSpec, data_root: str | Path, model_path: str | None) -> str:
+    """`model_path`, or `ensure_model(spec.model)` when None (a no-op once the search driver resolved it)."""
+    if model_path is not None:
+        return model_path
+    from ncsearch.models import ensure_model
+
+    return ensure_model(spec.model, data_root=Path(data_root), trust_remote_code=spec.trust_remote_code)
 
 
 def _check_runnable(spec: SearchSpec) -> None:
